@@ -1,0 +1,7 @@
+"""The DAC adapter: audio ⇄ latent query ``[B, K·d, L]`` ⇄ codes ``[B, K, L]``; two backends."""
+
+from .backends import BACKENDS, DEFAULT_CODEC, CodecNotFoundError, CodecSpec
+from .dac_codec import DacCodec
+from .tiny import build_tiny_codec, tiny_dac_config
+
+__all__ = ["BACKENDS", "DEFAULT_CODEC", "CodecNotFoundError", "CodecSpec", "DacCodec", "build_tiny_codec", "tiny_dac_config"]

@@ -1,0 +1,108 @@
+"""Loaders for the two DAC implementations behind :class:`~discodiff.codec.DacCodec`.
+
+Both return a model exposing ``encoder``, ``quantizer`` (with ``quantizers[i].decode_latents`` and
+``from_codes``) and ``decoder`` with the same call conventions, plus a :class:`CodecSpec`.
+
+- ``transformers`` (default): ``transformers.DacModel`` from a hub id or a ``save_pretrained`` dir.
+- ``descript``: the original ``dac`` package and its ``.pth`` files (``pip install discodiff[dac]``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+BACKENDS = ("transformers", "descript")
+DEFAULT_CODEC = "descript/dac_44khz"
+DESCRIPT_MODEL_TYPES = ("44khz", "24khz", "16khz")
+
+
+class CodecNotFoundError(OSError):
+    """The codec weights are neither cached nor reachable."""
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """The numbers downstream code needs about a codec; read from its config, never assumed."""
+
+    sample_rate: int
+    hop_length: int
+    n_codebooks: int
+    codebook_dim: int
+    codebook_size: int
+
+
+def load_transformers_dac(id_or_path: str | Path) -> tuple[nn.Module, CodecSpec]:
+    """``transformers.DacModel`` from a hub id (e.g. ``descript/dac_44khz``) or a local directory."""
+    from transformers import DacModel
+
+    try:
+        model = DacModel.from_pretrained(str(id_or_path))
+    except OSError as err:
+        raise CodecNotFoundError(
+            f"codec '{id_or_path}' could not be loaded (not a local directory, not cached, hub unreachable); "
+            f"pass a local DacModel directory with --codec path/to/dir, or a .pth with --codec file.pth --codec-backend descript"
+        ) from err
+    return model, spec_from_transformers_config(model.config)
+
+
+def spec_from_transformers_config(config) -> CodecSpec:
+    """:class:`CodecSpec` of a ``transformers.DacConfig``."""
+    return CodecSpec(
+        sample_rate=int(config.sampling_rate),
+        hop_length=int(math.prod(config.downsampling_ratios)),
+        n_codebooks=int(config.n_codebooks),
+        codebook_dim=int(config.codebook_dim),
+        codebook_size=int(config.codebook_size),
+    )
+
+
+def load_descript_dac(path_or_type: str | Path) -> tuple[nn.Module, CodecSpec]:
+    """Original DAC from a ``.pth`` file, or one of ``44khz``/``24khz``/``16khz`` (downloaded by ``dac``)."""
+    try:
+        import dac
+    except ImportError as err:
+        raise ImportError(
+            f"the 'descript' codec backend needs the dac package ({err}); "
+            "install it with `pip install discodiff[dac]` (CPU-only torch: `bash scripts/install.sh --descript`)"
+        ) from err
+    path = Path(path_or_type)
+    if path.is_file():
+        location = path
+    elif str(path_or_type) in DESCRIPT_MODEL_TYPES:
+        try:
+            location = dac.utils.download(model_type=str(path_or_type))
+        except Exception as err:  # dac downloads with `requests`; any failure means "not reachable"
+            raise CodecNotFoundError(
+                f"descript DAC '{path_or_type}' could not be downloaded; pass a local .pth with --codec file.pth"
+            ) from err
+    else:
+        raise CodecNotFoundError(
+            f"'{path_or_type}' is not a .pth file; the descript backend takes a local .pth or one of {DESCRIPT_MODEL_TYPES}"
+        )
+    model = dac.DAC.load(str(location))
+    return model, spec_from_descript_model(model)
+
+
+def spec_from_descript_model(model) -> CodecSpec:
+    """:class:`CodecSpec` of a ``dac.DAC`` instance."""
+    first = model.quantizer.quantizers[0]
+    return CodecSpec(
+        sample_rate=int(model.sample_rate),
+        hop_length=int(model.hop_length),
+        n_codebooks=int(model.n_codebooks),
+        codebook_dim=int(first.codebook_dim),
+        codebook_size=int(first.codebook_size),
+    )
+
+
+def load_backend(id_or_path: str | Path, backend: str) -> tuple[nn.Module, CodecSpec]:
+    """Dispatch to the loader of ``backend`` (one of :data:`BACKENDS`)."""
+    if backend == "transformers":
+        return load_transformers_dac(id_or_path)
+    if backend == "descript":
+        return load_descript_dac(id_or_path)
+    raise ValueError(f"unknown codec backend '{backend}'; choose one of {BACKENDS}")

@@ -1,0 +1,231 @@
+"""``DacCodec``: audio ⇄ DAC latent query ⇄ codes, one API over two DAC implementations.
+
+Shapes: audio ``[B, 1, T]`` float32 at :attr:`DacCodec.sample_rate`; latents ``[B, K·d, L]`` (the
+pre-snap per-codebook projections, codebook ``i`` in channels ``d·i : d·(i+1)``); codes
+``[B, K, L]`` int64; ``L = ceil(T / hop_length)``.
+
+Long inputs are processed in chunks with ``context`` frames of overlap on each side that are
+computed and then discarded ("overlap-discard"); DAC is convolutional, so when the context covers
+the receptive field the seams match the whole-signal result up to float rounding, and peak memory
+is set by the chunk, not the duration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .backends import DEFAULT_CODEC, CodecSpec, load_backend, spec_from_descript_model, spec_from_transformers_config
+
+DEFAULT_CHUNK_SECONDS = 30.0
+DEFAULT_CONTEXT_SECONDS = 0.5
+
+
+class DacCodec(nn.Module):
+    """Frozen DAC in eval mode behind a backend-independent API (see module docstring for shapes)."""
+
+    def __init__(self, model: nn.Module, spec: CodecSpec, backend: str, source: str | None = None):
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        self.backend = backend
+        self.source = source
+        self.requires_grad_(False)
+        self.train(False)
+
+    # --- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, id_or_path: str | Path = DEFAULT_CODEC, backend: str = "transformers") -> "DacCodec":
+        """Load a codec: hub id or local dir (``transformers``), or ``.pth`` file (``descript``)."""
+        model, spec = load_backend(id_or_path, backend)
+        return cls(model, spec, backend, str(id_or_path))
+
+    @classmethod
+    def from_model(cls, model: nn.Module, backend: str) -> "DacCodec":
+        """Wrap an already-built ``transformers.DacModel`` or ``dac.DAC``."""
+        if backend == "transformers":
+            return cls(model, spec_from_transformers_config(model.config), backend)
+        return cls(model, spec_from_descript_model(model), backend)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write a ``transformers`` DAC directory (descript weights are converted first)."""
+        model = self.model
+        if self.backend == "descript":
+            from .convert import descript_to_transformers
+
+            model = descript_to_transformers(model)
+        model.save_pretrained(str(directory))
+        return Path(directory)
+
+    def train(self, mode: bool = True) -> "DacCodec":
+        """Always eval: DAC in train mode applies quantizer dropout and ignores ``n_quantizers``."""
+        return super().train(False)
+
+    # --- geometry ---------------------------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return self.spec.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.spec.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        """Latent frames per second (``sample_rate / hop_length``; ~86.13 for 44.1 kHz DAC)."""
+        return self.spec.sample_rate / self.spec.hop_length
+
+    @property
+    def n_codebooks(self) -> int:
+        return self.spec.n_codebooks
+
+    @property
+    def codebook_dim(self) -> int:
+        return self.spec.codebook_dim
+
+    @property
+    def latent_channels(self) -> int:
+        """``K · d``: channels of the full latent query (72 for 44.1 kHz DAC)."""
+        return self.spec.n_codebooks * self.spec.codebook_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def frames_for(self, num_samples: int) -> int:
+        """Latent frames ``L`` produced for ``num_samples`` audio samples."""
+        return math.ceil(num_samples / self.hop_length)
+
+    # --- encode -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def encode_with_codes(
+        self,
+        audio: torch.Tensor,
+        chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+        context_seconds: float = DEFAULT_CONTEXT_SECONDS,
+        progress: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``audio [B, 1, T]`` → ``(latents [B, K·d, L], codes [B, K, L])`` in one encoder pass."""
+        audio = self._check_audio(audio)
+        frames = self.frames_for(audio.shape[-1])
+        audio = nn.functional.pad(audio, (0, frames * self.hop_length - audio.shape[-1]))
+
+        def encode_window(start: int, stop: int) -> torch.Tensor:
+            window = audio[..., start * self.hop_length : stop * self.hop_length].to(self.device)
+            _, codes, latents, _, _ = self.model.quantizer(self.model.encoder(window))
+            return torch.cat([latents, codes.to(latents.dtype)], dim=1)
+
+        both = self._chunked(encode_window, frames, chunk_seconds, context_seconds, progress, "encode")
+        latents, codes = both.split([self.latent_channels, self.n_codebooks], dim=1)
+        return latents.contiguous(), codes.round().long()
+
+    def encode(self, audio: torch.Tensor, **chunking) -> torch.Tensor:
+        """``audio [B, 1, T]`` → latent query ``[B, K·d, L]`` (pre-snap projections)."""
+        return self.encode_with_codes(audio, **chunking)[0]
+
+    def encode_codes(self, audio: torch.Tensor, **chunking) -> torch.Tensor:
+        """``audio [B, 1, T]`` → codes ``[B, K, L]``."""
+        return self.encode_with_codes(audio, **chunking)[1]
+
+    # --- latents ⇄ codes ⇄ embedding --------------------------------------------------------------
+
+    @torch.inference_mode()
+    def snap(self, latents: torch.Tensor) -> torch.Tensor:
+        """Nearest codebook entry (cosine similarity) per codebook: ``[B, k·d, L]`` → codes ``[B, k, L]``.
+
+        ``k`` may be smaller than ``K`` (e.g. primary latents only snap to codebook 0).
+        """
+        k = self._check_latents(latents)
+        latents = latents.to(self.device, torch.float32)
+        d = self.codebook_dim
+        codes = [self.model.quantizer.quantizers[i].decode_latents(latents[:, i * d : (i + 1) * d])[1] for i in range(k)]
+        return torch.stack(codes, dim=1)
+
+    @torch.inference_mode()
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Quantised embedding ``Z̃ = Σ_i out_proj_i(codebook_i[codes_i])``: ``[B, k, L]`` → ``[B, H, L]``."""
+        if codes.ndim != 3 or not 1 <= codes.shape[1] <= self.n_codebooks:
+            raise ValueError(f"codes must be [B, k<={self.n_codebooks}, L] int64, got {tuple(codes.shape)}")
+        return self.model.quantizer.from_codes(codes.to(self.device).long())[0]
+
+    # --- decode -------------------------------------------------------------------------------
+
+    def decode_latents(self, latents: torch.Tensor, length: int | None = None, **chunking) -> torch.Tensor:
+        """Snap, embed and decode latents ``[B, k·d, L]`` → audio ``[B, 1, length or L·hop]``."""
+        return self.decode_codes(self.snap(latents), length=length, **chunking)
+
+    @torch.inference_mode()
+    def decode_codes(
+        self,
+        codes: torch.Tensor,
+        length: int | None = None,
+        chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+        context_seconds: float = DEFAULT_CONTEXT_SECONDS,
+        progress: bool = True,
+    ) -> torch.Tensor:
+        """Codes ``[B, k, L]`` → audio ``[B, 1, length or L·hop]``; chunked over frames for long inputs."""
+        z = self.embed_codes(codes)
+
+        def decode_window(start: int, stop: int) -> torch.Tensor:
+            audio = self.model.decoder(z[..., start:stop])
+            return audio.reshape(audio.shape[0], 1, -1)
+
+        audio = self._chunked(decode_window, z.shape[-1], chunk_seconds, context_seconds, progress, "decode",
+                              samples_per_frame=self.hop_length)
+        return audio if length is None else audio[..., :length]
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _chunked(
+        self,
+        run: Callable[[int, int], torch.Tensor],
+        frames: int,
+        chunk_seconds: float | None,
+        context_seconds: float,
+        progress: bool,
+        label: str,
+        samples_per_frame: int = 1,
+    ) -> torch.Tensor:
+        """Apply ``run(start, stop)`` (frame indices → ``[B, C, (stop-start)·samples_per_frame]``) over
+        chunks of ``chunk_seconds`` with ``context_seconds`` of discarded overlap on each side."""
+        chunk = frames if chunk_seconds is None else max(1, round(chunk_seconds * self.frame_rate))
+        context = round(context_seconds * self.frame_rate)
+        starts = range(0, frames, chunk)
+        pieces = []
+        for start in tqdm(starts, desc=f"DAC {label}", unit="chunk", disable=not progress or len(starts) == 1):
+            stop = min(start + chunk, frames)
+            lo, hi = max(0, start - context), min(frames, stop + context)
+            out = run(lo, hi)
+            pieces.append(out[..., (start - lo) * samples_per_frame : (stop - lo) * samples_per_frame].cpu())
+        return torch.cat(pieces, dim=-1)
+
+    def _check_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        if audio.ndim != 3 or audio.shape[1] != 1:
+            raise ValueError(
+                f"audio must be [batch, 1, samples] mono at {self.sample_rate} Hz, got {tuple(audio.shape)}; "
+                "mix down with discodiff.audio.to_mono and add a batch dimension"
+            )
+        if audio.shape[-1] == 0:
+            raise ValueError("audio has zero samples")
+        return audio.float()
+
+    def _check_latents(self, latents: torch.Tensor) -> int:
+        d = self.codebook_dim
+        if latents.ndim != 3 or latents.shape[1] % d or not 1 <= latents.shape[1] // d <= self.n_codebooks:
+            raise ValueError(
+                f"latents must be [B, k*{d}, L] with 1 <= k <= {self.n_codebooks}, got {tuple(latents.shape)}"
+            )
+        return latents.shape[1] // d
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return (f"backend={self.backend}, source={self.source}, sample_rate={s.sample_rate}, hop={s.hop_length}, "
+                f"codebooks={s.n_codebooks}x{s.codebook_size}x{s.codebook_dim}")

@@ -1,0 +1,109 @@
+"""The DAC latent query split into primary / secondary parts, and its normalisation statistics.
+
+Latents are ``[B, K·d, L]`` with codebook ``i`` in channels ``d·i : d·(i+1)``. The primary part is
+codebook 0 (``d`` channels, content); the secondary part is codebooks ``1 … K−1`` (detail).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+NORMALIZE_PER = ("codebook", "channel")
+
+
+def split_latents(latents: torch.Tensor, codebook_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, K·d, L]`` → ``(primary [B, d, L], secondary [B, (K−1)·d, L])``."""
+    if latents.ndim != 3 or latents.shape[1] <= codebook_dim or latents.shape[1] % codebook_dim:
+        raise ValueError(f"latents must be [B, K*{codebook_dim}, L] with K >= 2, got {tuple(latents.shape)}")
+    return latents[:, :codebook_dim], latents[:, codebook_dim:]
+
+
+def merge_latents(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`split_latents`: concatenate along channels."""
+    if primary.shape[0] != secondary.shape[0] or primary.shape[-1] != secondary.shape[-1]:
+        raise ValueError(f"primary {tuple(primary.shape)} and secondary {tuple(secondary.shape)} disagree in batch or length")
+    return torch.cat([primary, secondary], dim=1)
+
+
+@dataclass
+class LatentStats:
+    """Mean / std of latents per codebook (``[K]``) or per channel (``[K·d]``), fitted on data.
+
+    ``normalize`` maps latents to zero mean / unit std; ``denormalize`` inverts it (do that before
+    snapping). Works on any leading channel slice: pass ``channel_offset`` for secondary-only tensors.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    codebook_dim: int
+    per: str = "codebook"
+
+    def __post_init__(self) -> None:
+        if self.per not in NORMALIZE_PER:
+            raise ValueError(f"per must be one of {NORMALIZE_PER}, got '{self.per}'")
+        self.mean = torch.as_tensor(self.mean, dtype=torch.float64)
+        self.std = torch.as_tensor(self.std, dtype=torch.float64)
+        if self.mean.shape != self.std.shape or self.mean.ndim != 1:
+            raise ValueError(f"mean {tuple(self.mean.shape)} and std {tuple(self.std.shape)} must be equal 1-D shapes")
+        if (self.std <= 0).any():
+            raise ValueError("std has non-positive entries; fit the statistics on non-constant latents")
+
+    @property
+    def channels(self) -> int:
+        return self.mean.numel() * (self.codebook_dim if self.per == "codebook" else 1)
+
+    @classmethod
+    def fit(cls, batches: Iterable[torch.Tensor], codebook_dim: int, per: str = "codebook") -> "LatentStats":
+        """Stream over ``[B, K·d, L]`` batches (or ``[K·d, L]`` items) accumulating float64 sums."""
+        total = total_sq = None
+        count = 0
+        for x in batches:
+            x = x.detach().to(torch.float64)
+            x = x.unsqueeze(0) if x.ndim == 2 else x
+            groups = x.reshape(x.shape[0], -1, codebook_dim, x.shape[-1]) if per == "codebook" else x.unsqueeze(2)
+            s, sq = groups.sum(dim=(0, 2, 3)), groups.square().sum(dim=(0, 2, 3))
+            total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+            count += groups.shape[0] * groups.shape[2] * groups.shape[3]
+        if total is None:
+            raise ValueError("LatentStats.fit got no batches")
+        mean = total / count
+        std = (total_sq / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-8)
+        return cls(mean, std, codebook_dim, per)
+
+    def _expand(self, v: torch.Tensor, channels: int, offset: int, like: torch.Tensor) -> torch.Tensor:
+        per_channel = v.repeat_interleave(self.codebook_dim) if self.per == "codebook" else v
+        if offset + channels > per_channel.numel():
+            raise ValueError(f"channels {offset}:{offset + channels} exceed the {per_channel.numel()} fitted channels")
+        return per_channel[offset : offset + channels].to(like.device, like.dtype)[:, None]
+
+    def normalize(self, latents: torch.Tensor, channel_offset: int = 0) -> torch.Tensor:
+        """``(x − mean) / std`` on ``[..., C, L]`` covering fitted channels ``offset : offset + C``."""
+        c = latents.shape[-2]
+        return (latents - self._expand(self.mean, c, channel_offset, latents)) / self._expand(self.std, c, channel_offset, latents)
+
+    def denormalize(self, latents: torch.Tensor, channel_offset: int = 0) -> torch.Tensor:
+        """Inverse of :meth:`normalize`."""
+        c = latents.shape[-2]
+        return latents * self._expand(self.std, c, channel_offset, latents) + self._expand(self.mean, c, channel_offset, latents)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "codebook_dim": self.codebook_dim, "per": self.per}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LatentStats":
+        return cls(torch.tensor(data["mean"]), torch.tensor(data["std"]), int(data["codebook_dim"]), data["per"])
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON (float64 values round-trip exactly)."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatentStats":
+        return cls.from_dict(json.loads(Path(path).read_text()))
