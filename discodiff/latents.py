@@ -96,7 +96,8 @@ class LatentStats:
 
     @classmethod
     def from_dict(cls, data: dict) -> "LatentStats":
-        return cls(torch.tensor(data["mean"]), torch.tensor(data["std"]), int(data["codebook_dim"]), data["per"])
+        mean, std = (torch.tensor(data[k], dtype=torch.float64) for k in ("mean", "std"))
+        return cls(mean, std, int(data["codebook_dim"]), data["per"])
 
     def save(self, path: str | Path) -> Path:
         """Write JSON (float64 values round-trip exactly)."""

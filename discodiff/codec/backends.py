@@ -40,7 +40,10 @@ def load_transformers_dac(id_or_path: str | Path) -> tuple[nn.Module, CodecSpec]
     from transformers import DacModel
 
     try:
-        model = DacModel.from_pretrained(str(id_or_path))
+        try:  # the local cache first: no network round trips when the weights are already here
+            model = DacModel.from_pretrained(str(id_or_path), local_files_only=True)
+        except OSError:
+            model = DacModel.from_pretrained(str(id_or_path))
     except OSError as err:
         raise CodecNotFoundError(
             f"codec '{id_or_path}' could not be loaded (not a local directory, not cached, hub unreachable); "

@@ -116,10 +116,10 @@ class DacCodec(nn.Module):
         """``audio [B, 1, T]`` → ``(latents [B, K·d, L], codes [B, K, L])`` in one encoder pass."""
         audio = self._check_audio(audio)
         frames = self.frames_for(audio.shape[-1])
-        audio = nn.functional.pad(audio, (0, frames * self.hop_length - audio.shape[-1]))
 
         def encode_window(start: int, stop: int) -> torch.Tensor:
             window = audio[..., start * self.hop_length : stop * self.hop_length].to(self.device)
+            window = nn.functional.pad(window, (0, (stop - start) * self.hop_length - window.shape[-1]))
             _, codes, latents, _, _ = self.model.quantizer(self.model.encoder(window))
             return torch.cat([latents, codes.to(latents.dtype)], dim=1)
 
@@ -199,13 +199,15 @@ class DacCodec(nn.Module):
         chunk = frames if chunk_seconds is None else max(1, round(chunk_seconds * self.frame_rate))
         context = round(context_seconds * self.frame_rate)
         starts = range(0, frames, chunk)
-        pieces = []
+        result = None
         for start in tqdm(starts, desc=f"DAC {label}", unit="chunk", disable=not progress or len(starts) == 1):
             stop = min(start + chunk, frames)
             lo, hi = max(0, start - context), min(frames, stop + context)
-            out = run(lo, hi)
-            pieces.append(out[..., (start - lo) * samples_per_frame : (stop - lo) * samples_per_frame].cpu())
-        return torch.cat(pieces, dim=-1)
+            piece = run(lo, hi)[..., (start - lo) * samples_per_frame : (stop - lo) * samples_per_frame]
+            if result is None:  # allocated once: no list of pieces and no concatenated copy
+                result = piece.new_empty(*piece.shape[:-1], frames * samples_per_frame, device="cpu")
+            result[..., start * samples_per_frame : stop * samples_per_frame] = piece
+        return result
 
     def _check_audio(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.ndim != 3 or audio.shape[1] != 1:
