@@ -120,5 +120,32 @@ def tiny_codec(
     typer.echo(f"wrote tiny random codec to {out_dir}")
 
 
+@app.command("render-corpus")
+def render_corpus_command(
+    pieces: list[str] = typer.Option(["bach/bwv66.6"], "--pieces", help="music21 corpus paths or globs, repeatable or comma-separated (train on bach/... only)."),
+    out: Path = typer.Option(Path("rendered"), "--out", help="Output folder: <track_id>/{vocals,accompaniment,mixture}.wav, captions.jsonl."),
+    seconds: float = typer.Option(None, "--seconds", help="Keep at most this many seconds per piece (default: whole pieces)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for tempo, instruments and transposition."),
+    workers: int = typer.Option(1, "--workers", help="Parallel rendering processes."),
+    transpose: int = typer.Option(0, "--transpose", help="Transpose each piece by a random shift of up to ± this many semitones."),
+    soundfont: Path = typer.Option(None, "--soundfont", help="General MIDI .sf2 file (default: FluidR3_GM from Debian fluid-soundfont-gm)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Render music21 corpus scores to vocal / accompaniment / mixture stems with captions."""
+    try:
+        from .data.render import render_corpus
+        from .data.synth import DEFAULT_SOUNDFONT, RendererUnavailableError
+    except ModuleNotFoundError as err:
+        _fail(f"{err.name} is not installed: pip install 'discodiff[render]'")
+    try:
+        report = render_corpus(pieces, out, seconds=seconds, seed=seed, workers=workers, transpose=transpose,
+                               progress=not quiet, soundfont=soundfont or DEFAULT_SOUNDFONT)
+    except (RendererUnavailableError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(f"{out}: {len(report.rendered)} tracks, {report.audio_seconds:.1f} s of audio; {len(report.skipped)} skipped")
+    for skipped in report.skipped:
+        typer.echo(f"  skipped {skipped.piece}: {skipped.reason}")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,135 @@
+"""The on-disk layout of a vocal/accompaniment stem corpus: what writers produce and readers accept.
+
+A rendered corpus looks like::
+
+    ROOT/<track_id>/vocals.wav          mono float32 WAV, 44.1 kHz
+    ROOT/<track_id>/accompaniment.wav
+    ROOT/<track_id>/mixture.wav         vocals + accompaniment, sample for sample
+    ROOT/<track_id>/metadata.json
+    ROOT/captions.jsonl                 {"track_id": ..., "captions": [...], ...} per line
+    ROOT/render_report.json
+
+Readers also accept MUSDB-style folders: ``vocals.*`` with either ``accompaniment.*`` or the
+stems ``drums.* / bass.* / other.*`` (summed by the reader), with or without ``mixture.*``, in any
+of wav/flac/ogg/mp3. A track id is the track folder's path relative to the root.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+VOCALS = "vocals"
+ACCOMPANIMENT = "accompaniment"
+MIXTURE = "mixture"
+INSTRUMENT_STEMS = ("drums", "bass", "other")
+RENDERED_SUFFIX = ".wav"
+METADATA_FILE = "metadata.json"
+CAPTIONS_FILE = "captions.jsonl"
+REPORT_FILE = "render_report.json"
+
+
+@dataclass(frozen=True)
+class StemPair:
+    """One track's stems.
+
+    Attributes:
+        track_id: the track folder relative to the corpus root, ``/``-separated.
+        vocals: the vocal stem.
+        accompaniment: files whose sum is the accompaniment: one ``accompaniment.*`` file, or
+            MUSDB's instrument stems (drums, bass, other — those present).
+        mixture: the full mix, or ``None`` when the folder has none.
+    """
+
+    track_id: str
+    vocals: Path
+    accompaniment: tuple[Path, ...]
+    mixture: Path | None
+
+    @classmethod
+    def rendered(cls, root: str | Path, track_id: str) -> StemPair:
+        """The paths a renderer writes for ``track_id`` under ``root``."""
+        folder = Path(root) / track_id
+        return cls(
+            track_id,
+            vocals=folder / f"{VOCALS}{RENDERED_SUFFIX}",
+            accompaniment=(folder / f"{ACCOMPANIMENT}{RENDERED_SUFFIX}",),
+            mixture=folder / f"{MIXTURE}{RENDERED_SUFFIX}",
+        )
+
+    @property
+    def metadata(self) -> Path:
+        """The track's ``metadata.json`` (present for rendered tracks)."""
+        return self.vocals.parent / METADATA_FILE
+
+
+def _stem_file(folder: Path, stem: str) -> Path | None:
+    """The single ``stem.<audio suffix>`` file in ``folder``, ``None`` if absent."""
+    found = [folder / f"{stem}{suffix}" for suffix in AUDIO_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    if len(found) > 1:
+        raise ValueError(f"{folder}: several '{stem}' files ({', '.join(p.name for p in found)}); keep one")
+    return found[0] if found else None
+
+
+def find_stem_pairs(root: str | Path) -> list[StemPair]:
+    """Every track folder under ``root`` (any depth) with a vocal stem and an accompaniment, sorted by id.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a directory.
+        ValueError: a folder holds the same stem in two formats.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory; pass the folder that holds the track folders")
+    pairs = []
+    for folder in sorted({path.parent for suffix in AUDIO_SUFFIXES for path in root.rglob(f"{VOCALS}{suffix}")}):
+        vocals = _stem_file(folder, VOCALS)
+        accompaniment = _stem_file(folder, ACCOMPANIMENT)
+        stems = (accompaniment,) if accompaniment else tuple(filter(None, (_stem_file(folder, s) for s in INSTRUMENT_STEMS)))
+        if stems:
+            pairs.append(StemPair(folder.relative_to(root).as_posix(), vocals, stems, _stem_file(folder, MIXTURE)))
+    return sorted(pairs, key=lambda pair: pair.track_id)
+
+
+def write_captions(path: str | Path, records: Iterable[dict]) -> Path:
+    """Write ``captions.jsonl``: one JSON object per record, each with ``track_id`` and ``captions``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for record in records:
+        if not isinstance(record.get("track_id"), str) or not isinstance(record.get("captions"), list):
+            raise ValueError(f"caption record needs 'track_id' (str) and 'captions' (list): {record!r}")
+        lines.append(json.dumps(record, ensure_ascii=False))
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def read_caption_records(path: str | Path) -> list[dict]:
+    """The records of a ``captions.jsonl`` file, validated; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such captions file")
+    records, seen = [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err})") from err
+        track_id, captions = record.get("track_id"), record.get("captions")
+        if not isinstance(track_id, str) or not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
+            raise ValueError(f"{path}:{number}: needs 'track_id' (string) and 'captions' (list of strings)")
+        if track_id in seen:
+            raise ValueError(f"{path}:{number}: track '{track_id}' appears twice; keep one line per track")
+        seen.add(track_id)
+        records.append(record)
+    return records
+
+
+def read_captions(path: str | Path) -> dict[str, list[str]]:
+    """``{track_id: [caption, ...]}`` from a ``captions.jsonl`` file."""
+    return {record["track_id"]: record["captions"] for record in read_caption_records(path)}
