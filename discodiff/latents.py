@@ -36,12 +36,14 @@ class LatentStats:
 
     ``normalize`` maps latents to zero mean / unit std; ``denormalize`` inverts it (do that before
     snapping). Works on any leading channel slice: pass ``channel_offset`` for secondary-only tensors.
+    ``fitted`` is False only for the placeholder of an untrained model (:meth:`identity`).
     """
 
     mean: torch.Tensor
     std: torch.Tensor
     codebook_dim: int
     per: str = "codebook"
+    fitted: bool = True
 
     def __post_init__(self) -> None:
         if self.per not in NORMALIZE_PER:
@@ -52,6 +54,12 @@ class LatentStats:
             raise ValueError(f"mean {tuple(self.mean.shape)} and std {tuple(self.std.shape)} must be equal 1-D shapes")
         if (self.std <= 0).any():
             raise ValueError("std has non-positive entries; fit the statistics on non-constant latents")
+
+    @classmethod
+    def identity(cls, n_codebooks: int, codebook_dim: int, per: str = "codebook") -> "LatentStats":
+        """Mean 0 / std 1, marked unfitted: the placeholder of a freshly initialised model."""
+        size = n_codebooks if per == "codebook" else n_codebooks * codebook_dim
+        return cls(torch.zeros(size), torch.ones(size), codebook_dim, per, fitted=False)
 
     @property
     def channels(self) -> int:
@@ -92,12 +100,13 @@ class LatentStats:
         return latents * self._expand(self.std, c, channel_offset, latents) + self._expand(self.mean, c, channel_offset, latents)
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "codebook_dim": self.codebook_dim, "per": self.per}
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "codebook_dim": self.codebook_dim, "per": self.per,
+                "fitted": self.fitted}
 
     @classmethod
     def from_dict(cls, data: dict) -> "LatentStats":
         mean, std = (torch.tensor(data[k], dtype=torch.float64) for k in ("mean", "std"))
-        return cls(mean, std, int(data["codebook_dim"]), data["per"])
+        return cls(mean, std, int(data["codebook_dim"]), data["per"], bool(data.get("fitted", True)))
 
     def save(self, path: str | Path) -> Path:
         """Write JSON (float64 values round-trip exactly)."""

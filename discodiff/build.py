@@ -1,0 +1,51 @@
+"""Build a randomly initialised :class:`DiscoDiffPipeline` from a :class:`DiscoDiffConfig`.
+
+Channel counts come from the codec (``d`` and ``K·d``) and context widths from the conditioners, so a
+config only states what is a real choice. ``tiny`` codec / text encoder ids build local random
+models (no download) that are bundled into the saved model directory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .codec import DacCodec, build_tiny_codec
+from .conditioning import VocalConditioner, build_text_conditioner, build_tiny_t5_conditioner
+from .config import TINY, DiscoDiffConfig
+from .diffusion import make_scheduler
+from .latents import LatentStats
+from .models import UNet1DConditionModel
+from .pipeline import DiscoDiffPipeline
+
+
+def build_pipeline(config: DiscoDiffConfig, seed: int = 0, latent_stats: LatentStats | None = None) -> DiscoDiffPipeline:
+    """A pipeline with seeded random U-Nets / vocal encoder; ``latent_stats`` defaults to the unfitted identity."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        codec = build_tiny_codec(seed=seed) if config.codec.id == TINY else DacCodec.from_pretrained(config.codec.id, config.codec.backend)
+        text = config.text_encoder
+        if text.id == TINY:
+            text_encoder = build_tiny_t5_conditioner(seed=seed)
+        else:
+            text_encoder = build_text_conditioner(text.kind, text.id, max_length=text.max_length)
+        vocal = config.vocal_encoder
+
+        def vocal_encoder() -> VocalConditioner | None:
+            settings = {k: v for k, v in vars(vocal).items() if k != "enabled"}
+            return VocalConditioner(in_channels=codec.latent_channels, **settings) if vocal.enabled else None
+        context_dims = [text_encoder.sequence_dim] + ([vocal.out_dim] if vocal.enabled else [])
+
+        def unet(unet_config, in_channels: int, out_channels: int) -> UNet1DConditionModel:
+            return UNet1DConditionModel(in_channels=in_channels, out_channels=out_channels, context_dims=context_dims,
+                                        pooled_dim=text_encoder.pooled_dim, **vars(unet_config))
+
+        d, channels = codec.codebook_dim, codec.latent_channels
+        primary, primary_vocal_encoder = unet(config.primary, d, d), vocal_encoder()
+        secondary, secondary_vocal_encoder = unet(config.secondary, channels, channels - d), vocal_encoder()
+    sources = {
+        "codec": {"id": config.codec.id, "backend": config.codec.backend, "bundled": config.codec.id == TINY},
+        "text_encoder": {"kind": text.kind, "id": text.id, "max_length": text.max_length, "bundled": text.id == TINY},
+    }
+    stats = latent_stats or LatentStats.identity(codec.n_codebooks, codec.codebook_dim, config.normalize_per)
+    return DiscoDiffPipeline(codec, text_encoder, primary, secondary, make_scheduler(config.sampling.scheduler), stats,
+                             sources, vars(config.sampling), primary_vocal_encoder, secondary_vocal_encoder)

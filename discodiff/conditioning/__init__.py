@@ -1,0 +1,42 @@
+"""Conditioners: frozen text encoders (Flan-T5, CLAP) and the trainable vocal encoder."""
+
+from .text import (
+    DEFAULT_CLAP,
+    DEFAULT_T5,
+    TEXT_CONDITIONERS,
+    ClapTextConditioner,
+    ConditionerNotFoundError,
+    FlanT5Conditioner,
+    FrozenTextConditioner,
+    TextCondition,
+    build_text_conditioner,
+)
+from .tiny import (
+    build_tiny_clap_conditioner,
+    build_tiny_clap_model,
+    build_tiny_clap_tokenizer,
+    build_tiny_t5_conditioner,
+    tiny_clap_config,
+)
+from .vocal import DacLatentFeatures, VocalConditioner, VocalConditionerOutput, VocalFeatureExtractor
+
+__all__ = [
+    "DEFAULT_CLAP",
+    "DEFAULT_T5",
+    "TEXT_CONDITIONERS",
+    "ClapTextConditioner",
+    "ConditionerNotFoundError",
+    "DacLatentFeatures",
+    "FlanT5Conditioner",
+    "FrozenTextConditioner",
+    "TextCondition",
+    "VocalConditioner",
+    "VocalConditionerOutput",
+    "VocalFeatureExtractor",
+    "build_text_conditioner",
+    "build_tiny_clap_conditioner",
+    "build_tiny_clap_model",
+    "build_tiny_clap_tokenizer",
+    "build_tiny_t5_conditioner",
+    "tiny_clap_config",
+]

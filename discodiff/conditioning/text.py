@@ -1,0 +1,240 @@
+"""Frozen text encoders: prompts → token sequence (for cross-attention) + pooled vector (for the time embedding).
+
+Two encoders share one interface (switchable by config through :func:`build_text_conditioner`):
+
+- ``t5``: the Flan-T5 encoder; pooled = mean of the sequence over valid tokens.
+- ``clap``: the text tower of ``transformers.ClapModel``; pooled = the unit-norm projected CLAP text
+  embedding (``get_text_features``), sequence = the tower's last hidden state.
+
+The encoders are never trained and never copied into checkpoints: pipelines store their id or path.
+Learned null embeddings for classifier-free guidance live in the U-Net, not here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+DEFAULT_T5 = "google/flan-t5-large"
+DEFAULT_CLAP = "laion/larger_clap_music"
+
+Loaded = TypeVar("Loaded")
+
+
+class ConditionerNotFoundError(OSError):
+    """The text encoder (weights or tokenizer) is neither a local directory, nor cached, nor reachable."""
+
+
+@dataclass(frozen=True)
+class TextCondition:
+    """Encoded prompts: ``sequence [B, S, D]`` (zero at padding), ``mask [B, S]`` bool (True = valid token),
+    ``pooled [B, P]``."""
+
+    sequence: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+
+    def to(self, device: torch.device | str | None) -> TextCondition:
+        """The same condition on ``device`` (None: unchanged)."""
+        if device is None:
+            return self
+        return TextCondition(self.sequence.to(device), self.mask.to(device), self.pooled.to(device))
+
+
+def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``sequence [B, S, D]`` over the valid tokens of ``mask [B, S]`` bool → ``[B, D]``."""
+    weights = mask.to(sequence.dtype)[..., None]
+    return (sequence * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def load_or_raise(load: Callable[..., Loaded], id_or_path: str, what: str) -> Loaded:
+    """``load(id_or_path)`` from local files first, then the hub.
+
+    Raises a one-line :class:`ConditionerNotFoundError` (``what`` names the missing part) when both fail.
+    """
+    try:
+        try:  # the local cache first: no network round trips when the files are already here
+            return load(id_or_path, local_files_only=True)
+        except OSError:
+            return load(id_or_path)
+    except OSError as err:
+        raise ConditionerNotFoundError(
+            f"{what} '{id_or_path}' could not be loaded (not a local directory, not cached, hub unreachable); "
+            "pass a local directory with --text-encoder path/to/dir"
+        ) from err
+
+
+class FrozenTextConditioner(nn.Module, ABC):
+    """A frozen Hugging Face text encoder and its tokenizer; always in eval mode, never trained.
+
+    Subclasses set :attr:`default_id`, :attr:`default_max_length`, :attr:`model_type` and implement
+    :meth:`load_model`, :meth:`encode`, :attr:`sequence_dim` and :attr:`pooled_dim`.
+    """
+
+    default_id: ClassVar[str]
+    default_max_length: ClassVar[int]
+    model_type: ClassVar[str]  # the ``model_type`` of the transformers config this encoder loads
+
+    def __init__(self, model: nn.Module, tokenizer, max_length: int, source: str | None = None):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.source = source
+        self.requires_grad_(False)
+        self.train(False)
+
+    @classmethod
+    def from_pretrained(
+        cls, id_or_path: str | Path | None = None, max_length: int | None = None
+    ) -> FrozenTextConditioner:
+        """Load from a hub id or a ``save_pretrained`` directory (None: :attr:`default_id`).
+
+        ``max_length`` (None: :attr:`default_max_length`) truncates longer prompts, in tokens.
+        Raises :class:`ConditionerNotFoundError` when config, weights or tokenizer cannot be found, and
+        ``ValueError`` when ``id_or_path`` holds another kind of model.
+        """
+        from transformers import AutoConfig, AutoTokenizer
+
+        id_or_path = str(id_or_path or cls.default_id)
+        config = load_or_raise(AutoConfig.from_pretrained, id_or_path, f"{cls.__name__} config")
+        if config.model_type != cls.model_type:  # transformers would build a random model from the wrong config
+            raise ValueError(
+                f"'{id_or_path}' holds a '{config.model_type}' model but {cls.__name__} loads "
+                f"'{cls.model_type}' models; choose the matching text conditioner kind ({tuple(TEXT_CONDITIONERS)})"
+            )
+        model = load_or_raise(cls.load_model, id_or_path, f"{cls.__name__} weights")
+        if Path(id_or_path).is_dir() and not (Path(id_or_path) / "tokenizer_config.json").is_file():
+            # transformers 5 would silently build an empty tokenizer from config.json alone
+            raise ConditionerNotFoundError(
+                f"'{id_or_path}' holds no tokenizer (tokenizer_config.json); save the tokenizer into it "
+                "(tokenizer.save_pretrained) or pass a complete directory with --text-encoder path/to/dir"
+            )
+        tokenizer = load_or_raise(AutoTokenizer.from_pretrained, id_or_path, f"{cls.__name__} tokenizer")
+        return cls(model, tokenizer, max_length or cls.default_max_length, source=id_or_path)
+
+    @staticmethod
+    @abstractmethod
+    def load_model(id_or_path: str, **kwargs) -> nn.Module:
+        """The encoder's ``from_pretrained`` (``kwargs`` pass through, e.g. ``local_files_only``)."""
+
+    @abstractmethod
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids [B, S]``, ``attention_mask [B, S]`` bool → ``(sequence [B, S, D], pooled [B, P])``."""
+
+    @property
+    @abstractmethod
+    def sequence_dim(self) -> int:
+        """``D``: width of the token sequence."""
+
+    @property
+    @abstractmethod
+    def pooled_dim(self) -> int:
+        """``P``: width of the pooled vector."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def train(self, mode: bool = True) -> FrozenTextConditioner:
+        """Always eval: the encoder is frozen (no dropout, whatever the caller's mode)."""
+        return super().train(False)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write model and tokenizer to ``directory`` (for tiny or local encoders; pipelines store the id)."""
+        self.model.save_pretrained(str(directory))
+        self.tokenizer.save_pretrained(str(directory))
+        return Path(directory)
+
+    @torch.no_grad()  # not inference_mode: the outputs feed modules that are trained
+    def forward(self, prompts: str | Sequence[str], device: torch.device | str | None = None) -> TextCondition:
+        """Encode a prompt or a batch of ``B`` prompts; the result is on ``device`` (None: the encoder's)."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("prompts is empty; pass at least one prompt (an empty string is a valid prompt)")
+        tokens = self.tokenizer(
+            prompts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        mask = tokens.attention_mask.bool()
+        sequence, pooled = self.encode(tokens.input_ids, mask)
+        return TextCondition(sequence * mask[..., None], mask, pooled).to(device)
+
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}, max_length={self.max_length}"
+
+
+class FlanT5Conditioner(FrozenTextConditioner):
+    """Frozen ``T5EncoderModel`` (default ``google/flan-t5-large``): sequence ``[B, S, d_model]``, pooled
+    ``[B, d_model]`` = mean over valid tokens."""
+
+    default_id = DEFAULT_T5
+    default_max_length = 128
+    model_type = "t5"
+
+    @staticmethod
+    def load_model(id_or_path: str, **kwargs) -> nn.Module:
+        from transformers import T5EncoderModel
+
+        return T5EncoderModel.from_pretrained(id_or_path, **kwargs)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sequence = self.model(input_ids=input_ids, attention_mask=attention_mask.long()).last_hidden_state
+        return sequence, masked_mean(sequence, attention_mask)
+
+    @property
+    def sequence_dim(self) -> int:
+        return self.model.config.d_model
+
+    @property
+    def pooled_dim(self) -> int:
+        return self.model.config.d_model
+
+
+class ClapTextConditioner(FrozenTextConditioner):
+    """Text tower of a frozen ``ClapModel`` (default ``laion/larger_clap_music``): sequence
+    ``[B, S, hidden_size]`` (last hidden state), pooled ``[B, projection_dim]`` (unit-norm CLAP text embedding).
+
+    The whole ``ClapModel`` is loaded (its audio tower stays unused) so that any CLAP checkpoint or
+    ``save_pretrained`` directory works as is.
+    """
+
+    default_id = DEFAULT_CLAP
+    default_max_length = 77  # the context length CLAP's text tower was trained with
+    model_type = "clap"
+
+    @staticmethod
+    def load_model(id_or_path: str, **kwargs) -> nn.Module:
+        from transformers import ClapModel
+
+        return ClapModel.from_pretrained(id_or_path, **kwargs)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        text = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask.long())
+        return text.last_hidden_state, text.pooler_output
+
+    @property
+    def sequence_dim(self) -> int:
+        return self.model.config.text_config.hidden_size
+
+    @property
+    def pooled_dim(self) -> int:
+        return self.model.config.projection_dim
+
+
+TEXT_CONDITIONERS: dict[str, type[FrozenTextConditioner]] = {"t5": FlanT5Conditioner, "clap": ClapTextConditioner}
+
+
+def build_text_conditioner(
+    kind: str, id_or_path: str | Path | None = None, max_length: int | None = None
+) -> FrozenTextConditioner:
+    """The text conditioner of ``kind`` (a key of :data:`TEXT_CONDITIONERS`) loaded from ``id_or_path``
+    (None: that kind's default id)."""
+    if kind not in TEXT_CONDITIONERS:
+        raise ValueError(f"unknown text conditioner kind '{kind}'; choose one of {tuple(TEXT_CONDITIONERS)}")
+    return TEXT_CONDITIONERS[kind].from_pretrained(id_or_path, max_length=max_length)
