@@ -1,0 +1,149 @@
+"""The on-disk contract of a prepared latent cache: what ``discodiff prepare`` writes and training reads.
+
+::
+
+    OUT/codec.json            the codec the latents come from (:class:`CodecInfo`)
+    OUT/latent_stats.json     :class:`~discodiff.latents.LatentStats` of the accompaniment latents
+    OUT/dataset/              ``datasets.load_from_disk`` (memory-mapped Arrow), one row per window:
+        track_id       string
+        window         int32          the window's position in its track (0, 1, …; filtered ones keep their number)
+        start_seconds  float32        where the window starts in the track
+        num_frames     int32          real frames; frames from here on are padding (latents 0, codes −1)
+        latents        float16 [K·d, F]  accompaniment latent query; F = frames of a full window
+        vocal_latents  float16 [K·d, F]  the vocal's latent query (same codec)
+        codes          int16   [K, F]    accompaniment codes
+        captions       list[string]      the track's captions (empty when it has none)
+    OUT/prepare_report.json   per track: kept windows, skipped windows or track with the reason
+    OUT/text_cache/           optional frozen text-encoder outputs per caption (:mod:`.text_cache`)
+    OUT/shards/               one finished track per file; what a rerun resumes from
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..codec import DacCodec
+
+CODEC_FILE = "codec.json"
+LATENT_STATS_FILE = "latent_stats.json"
+DATASET_DIR = "dataset"
+PREPARE_REPORT_FILE = "prepare_report.json"
+TEXT_CACHE_DIR = "text_cache"
+SHARDS_DIR = "shards"
+CODE_PADDING = -1
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """The codec a cache was prepared with: its id or path, backend and geometry."""
+
+    id: str
+    backend: str
+    sample_rate: int
+    hop_length: int
+    n_codebooks: int
+    codebook_dim: int
+    codebook_size: int
+
+    @classmethod
+    def of(cls, codec: DacCodec, codec_id: str) -> CodecInfo:
+        spec = codec.spec
+        return cls(codec_id, codec.backend, spec.sample_rate, spec.hop_length, spec.n_codebooks, spec.codebook_dim,
+                   spec.codebook_size)
+
+    @property
+    def latent_channels(self) -> int:
+        """``K · d``."""
+        return self.n_codebooks * self.codebook_dim
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def check_compatible(self, codec: DacCodec) -> None:
+        """Raise ``ValueError`` naming every geometry field where ``codec`` differs from this one."""
+        fields = ("sample_rate", "hop_length", "n_codebooks", "codebook_dim", "codebook_size")
+        diffs = [f"{name} {getattr(self, name)} vs {getattr(codec.spec, name)}" for name in fields
+                 if getattr(self, name) != getattr(codec.spec, name)]
+        if diffs:
+            raise ValueError(f"the cache was prepared with codec '{self.id}' and this codec differs ({', '.join(diffs)}); "
+                             f"use codec '{self.id}' or re-run `discodiff prepare --codec <yours>`")
+
+    def save(self, path: str | Path) -> Path:
+        return write_text_atomic(Path(path), json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> CodecInfo:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """Paths of a prepared cache rooted at ``root`` (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def codec_file(self) -> Path:
+        return self.root / CODEC_FILE
+
+    @property
+    def latent_stats_file(self) -> Path:
+        return self.root / LATENT_STATS_FILE
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / DATASET_DIR
+
+    @property
+    def report_file(self) -> Path:
+        return self.root / PREPARE_REPORT_FILE
+
+    @property
+    def text_cache_dir(self) -> Path:
+        return self.root / TEXT_CACHE_DIR
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / SHARDS_DIR
+
+    def require_dataset(self) -> Path:
+        """The dataset directory; ``FileNotFoundError`` naming the command that makes it when missing."""
+        if not (self.dataset_dir / "dataset_info.json").is_file() or not self.latent_stats_file.is_file():
+            raise FileNotFoundError(f"{self.root} holds no finished latent cache ({DATASET_DIR}/, {LATENT_STATS_FILE}); "
+                                    "make one with `discodiff prepare STEMS_DIR --out <dir>` (a rerun resumes)")
+        return self.dataset_dir
+
+
+def window_features(latent_channels: int, n_codebooks: int, window_frames: int):
+    """``datasets.Features`` of a cache row (see the module docstring), without ``captions``."""
+    from datasets import Array2D, Features, Value
+
+    return Features({
+        "track_id": Value("string"),
+        "window": Value("int32"),
+        "start_seconds": Value("float32"),
+        "num_frames": Value("int32"),
+        "latents": Array2D((latent_channels, window_frames), "float16"),
+        "vocal_latents": Array2D((latent_channels, window_frames), "float16"),
+        "codes": Array2D((n_codebooks, window_frames), "int16"),
+    })
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary path)`` and move the result onto ``path`` in one step (``os.replace``).
+
+    A process killed midway leaves at most a ``*.tmp-<pid>`` file, never a partial ``path``.
+    """
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    write(temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    return write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))

@@ -1,0 +1,447 @@
+"""``discodiff prepare``: stems (or mixes separated with Demucs) → filtered windows → DAC latents → a latent cache.
+
+Per track: decode the stems (accompaniment files summed) or the mix, separate the mix if asked, cut
+and filter windows (:mod:`.windows`), encode accompaniment and vocal with the codec, and write the
+track's rows to ``OUT/shards/<track>.arrow`` and then its report to ``<track>.json``, each through a
+temporary file renamed into place: a track is finished exactly when its report exists. A rerun skips
+finished tracks, so a run stopped at any point (even ``kill -9``) resumes where it stopped. At the
+end the shards are concatenated in track-id order into ``OUT/dataset``, captions are attached and the
+normalisation statistics are fitted on the stored latents, so the result does not depend on how the
+work was split across runs or workers. See :mod:`.cache` for the layout.
+
+Decoding and resampling run in ``workers`` processes; separation, filtering and encoding run in this
+process, where the models live (one copy, on their device). One ``prepare`` per output folder at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import shutil
+import warnings
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..audio import AudioError, SilentAudioWarning, load_audio
+from ..codec import DacCodec, build_tiny_codec
+from ..config import TINY
+from ..latents import NORMALIZE_PER, LatentStats
+from .cache import CODE_PADDING, CacheLayout, CodecInfo, window_features, write_atomic, write_text_atomic
+from .caption_sources import read_caption_source
+from .layout import AUDIO_SUFFIXES, CAPTIONS_FILE, find_stem_pairs
+from .separation import StemSeparator
+from .windows import StemWindow, WindowSettings, select_windows
+
+CORRUPT = "corrupt"
+NO_CAPTIONS = "no-captions"
+SETTINGS_FILE = "settings.json"
+
+if TYPE_CHECKING:
+    from datasets import Dataset, Features
+
+
+@dataclass(frozen=True)
+class TrackReport:
+    """What became of one input track.
+
+    ``skip_reason`` (``corrupt``, ``too-short``, ``silent``) is set when the whole track was dropped,
+    with the error in ``detail``; otherwise ``skipped_windows`` counts dropped windows per reason.
+    ``captions`` is filled in when the cache is assembled.
+    """
+
+    track_id: str
+    seconds: float = 0.0
+    kept_windows: int = 0
+    kept_seconds: float = 0.0
+    skipped_windows: dict[str, int] = field(default_factory=dict)
+    skip_reason: str | None = None
+    detail: str | None = None
+    captions: int = 0
+
+    @property
+    def warnings(self) -> list[str]:
+        return [NO_CAPTIONS] if self.kept_windows and not self.captions else []
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "warnings": self.warnings}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrackReport:
+        return cls(**{k: v for k, v in data.items() if k != "warnings"})
+
+
+@dataclass
+class PrepareReport:
+    """Outcome of :func:`prepare_latent_cache`: the settings and one :class:`TrackReport` per track (by id).
+
+    ``resumed`` counts tracks found finished by an earlier run; it is not written to
+    ``prepare_report.json``, which is the same however the work was split.
+    """
+
+    settings: dict
+    tracks: list[TrackReport]
+    resumed: int = 0
+
+    @property
+    def kept_windows(self) -> int:
+        return sum(t.kept_windows for t in self.tracks)
+
+    @property
+    def kept_seconds(self) -> float:
+        return sum(t.kept_seconds for t in self.tracks)
+
+    @property
+    def kept_tracks(self) -> int:
+        return sum(1 for t in self.tracks if t.kept_windows)
+
+    @property
+    def skipped_tracks(self) -> dict[str, int]:
+        """Dropped tracks per reason."""
+        return dict(Counter(t.skip_reason for t in self.tracks if t.skip_reason))
+
+    @property
+    def skipped_windows(self) -> dict[str, int]:
+        """Dropped windows per reason, over all tracks."""
+        return dict(sum((Counter(t.skipped_windows) for t in self.tracks), Counter()))
+
+    @property
+    def uncaptioned(self) -> list[str]:
+        """Tracks with windows but no captions (their rows carry an empty caption list)."""
+        return [t.track_id for t in self.tracks if NO_CAPTIONS in t.warnings]
+
+    def to_dict(self) -> dict:
+        totals = {"tracks": len(self.tracks), "tracks_kept": self.kept_tracks, "windows_kept": self.kept_windows,
+                  "seconds_kept": self.kept_seconds, "tracks_skipped": self.skipped_tracks,
+                  "windows_skipped": self.skipped_windows, "tracks_without_captions": len(self.uncaptioned)}
+        return {"settings": self.settings, "totals": totals, "tracks": [t.to_dict() for t in self.tracks]}
+
+
+@dataclass(frozen=True)
+class _DecodeJob:
+    """A track's files: ``vocals`` and ``accompaniment`` stems, or a ``mix`` to separate."""
+
+    track_id: str
+    sample_rate: int
+    vocals: Path | None = None
+    accompaniment: tuple[Path, ...] = ()
+    mix: Path | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class _DecodedTrack:
+    """Decoded audio at the codec rate: mono ``stems`` (vocals, accompaniment) ``[T]``, or a ``mix [C, T]``."""
+
+    track_id: str
+    stems: tuple[np.ndarray, np.ndarray] | None = None
+    mix: np.ndarray | None = None
+
+
+def load_codec(id_or_path: str, backend: str = "transformers") -> DacCodec:
+    """The codec named ``id_or_path``; ``tiny`` builds the seed-0 tiny random codec, as model configs do."""
+    return build_tiny_codec(seed=0) if id_or_path == TINY else DacCodec.from_pretrained(id_or_path, backend)
+
+
+def find_mixes(root: str | Path) -> dict[str, Path]:
+    """``{track_id: file}`` for every audio file under ``root``; the id is its relative path without suffix."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory; pass the folder that holds the mixes")
+    mixes: dict[str, Path] = {}
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+        track_id = path.relative_to(root).with_suffix("").as_posix()
+        if track_id in mixes:
+            raise ValueError(f"{root}: '{mixes[track_id].name}' and '{path.name}' share the track id '{track_id}'; keep one")
+        mixes[track_id] = path
+    return mixes
+
+
+def prepare_latent_cache(
+    input_dir: str | Path,
+    out_dir: str | Path,
+    codec: DacCodec,
+    codec_id: str | None = None,
+    windows: WindowSettings = WindowSettings(),
+    captions: str | Path | None = None,
+    separator: StemSeparator | None = None,
+    normalize_per: str = "codebook",
+    workers: int = 1,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> PrepareReport:
+    """Encode a stem corpus (or, with ``separator``, a folder of mixes) into a latent cache at ``out_dir``.
+
+    Args:
+        input_dir: stem folders (:func:`~discodiff.data.layout.find_stem_pairs`), or audio mixes when
+            ``separator`` is given (track id = path relative to ``input_dir`` without suffix).
+        out_dir: the cache (:mod:`.cache`); an unfinished one is resumed.
+        codec: encodes both stems; ``codec_id`` (default ``codec.source``) is recorded in ``codec.json``.
+        windows: window length, hop and filter thresholds.
+        captions: ``.jsonl``, ``.csv`` or ``datasets`` directory (default: ``input_dir/captions.jsonl``
+            when present); tracks without captions get an empty list and are reported.
+        separator: splits each mix into vocals and accompaniment (e.g. :class:`~.separation.DemucsSeparator`).
+        normalize_per: ``codebook`` or ``channel`` statistics in ``latent_stats.json``.
+        workers: processes decoding audio (1: this process). Workers are spawned, so a script calling
+            this needs the ``if __name__ == "__main__":`` guard.
+        batch_size: windows per encoder call (each call encodes both stems: ``2·batch_size`` signals).
+        progress: show progress bars.
+
+    Raises:
+        FileNotFoundError: ``input_dir`` holds no track, or the captions file is missing.
+        ValueError: a bad setting, ``out_dir`` holds work done with other settings, or no window was kept.
+    """
+    if workers < 1 or batch_size < 1:
+        raise ValueError(f"workers={workers}, batch_size={batch_size}: both must be at least 1")
+    if normalize_per not in NORMALIZE_PER:
+        raise ValueError(f"normalize_per='{normalize_per}': choose one of {NORMALIZE_PER}")
+    codec_id = codec_id or codec.source
+    if codec_id is None:
+        raise ValueError("the codec has no source id to record in codec.json; pass codec_id")
+    input_dir, layout = Path(input_dir), CacheLayout(Path(out_dir))
+    jobs = _decode_jobs(input_dir, codec.sample_rate, separate=separator is not None)
+    caption_path = Path(captions) if captions is not None else input_dir / CAPTIONS_FILE
+    caption_table = read_caption_source(caption_path) if captions is not None or caption_path.is_file() else {}
+    info = CodecInfo.of(codec, str(codec_id))
+    if info.codebook_size > np.iinfo(np.int16).max:
+        raise ValueError(f"codebook size {info.codebook_size} does not fit the cache's int16 codes")
+    encoding = {"codec": asdict(info), "windows": asdict(windows),
+                "separation": separator.model_name if separator is not None else None}
+    _claim_output(layout, info, encoding)
+
+    finished = {job.track_id: report for job in jobs if (report := _finished_report(layout, job.track_id))}
+    todo = [job for job in jobs if job.track_id not in finished]
+    with tqdm(total=len(jobs), initial=len(finished), desc="preparing", unit="track", disable=not progress) as bar:
+        for decoded in _decoded_tracks(todo, workers):
+            if isinstance(decoded, TrackReport):
+                report = decoded
+            else:
+                shard = _shard_file(layout, decoded.track_id, ".arrow")
+                report = _prepare_track(decoded, codec, windows, separator, batch_size, shard)
+            write_text_atomic(_shard_file(layout, report.track_id, ".json"), json.dumps(report.to_dict()) + "\n")
+            finished[report.track_id] = report
+            bar.update()
+
+    reports = [replace(finished[job.track_id], captions=len(caption_table.get(job.track_id, []))) for job in jobs]
+    settings = {"input": str(input_dir), "captions": str(caption_path) if caption_table else None, **encoding,
+                "normalize_per": normalize_per}
+    result = PrepareReport(settings, reports, resumed=len(jobs) - len(todo))
+    write_text_atomic(layout.report_file, json.dumps(result.to_dict(), indent=2) + "\n")
+    if not result.kept_windows:
+        raise ValueError(f"no window of any track was kept; see {layout.report_file} for the reasons")
+    dataset = _assemble_dataset(layout, reports, caption_table, progress)
+    stats = fit_cache_stats(dataset, codec.codebook_dim, normalize_per)
+    write_text_atomic(layout.latent_stats_file, json.dumps(stats.to_dict(), indent=1))
+    return result
+
+
+def fit_cache_stats(dataset: Dataset, codebook_dim: int, per: str = "codebook", batch_size: int = 64) -> LatentStats:
+    """:meth:`LatentStats.fit` over the real frames (``num_frames``) of a cache's stored accompaniment latents."""
+
+    def real_frames() -> Iterator[torch.Tensor]:
+        for batch in dataset.select_columns(["num_frames", "latents"]).with_format("numpy").iter(batch_size):
+            latents, frames = batch["latents"], batch["num_frames"]
+            full = frames == latents.shape[-1]
+            if full.any():
+                yield torch.from_numpy(latents[full])
+            for item, count in zip(latents[~full], frames[~full]):
+                yield torch.from_numpy(item[:, :count])
+
+    return LatentStats.fit(real_frames(), codebook_dim, per)
+
+
+# --- per track ------------------------------------------------------------------------------------
+
+
+def _decode_jobs(input_dir: Path, sample_rate: int, separate: bool) -> list[_DecodeJob]:
+    if separate:
+        jobs = [_DecodeJob(track_id, sample_rate, mix=path) for track_id, path in find_mixes(input_dir).items()]
+    else:
+        jobs = [_DecodeJob(pair.track_id, sample_rate, vocals=pair.vocals, accompaniment=pair.accompaniment)
+                for pair in find_stem_pairs(input_dir)]
+    if not jobs:
+        what = "audio files" if separate else "track folders with vocals.* and accompaniment.* (or drums/bass/other.*)"
+        hint = "" if separate else "; for a folder of mixes pass --separate"
+        raise FileNotFoundError(f"{input_dir}: no {what} found{hint}")
+    return jobs
+
+
+def _decode(job: _DecodeJob) -> _DecodedTrack | TrackReport:
+    """Decode a track at the codec rate (in a worker); a :class:`TrackReport` when a file is unusable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SilentAudioWarning)  # silence is judged on the stems, per window
+            if job.mix is not None:
+                return _DecodedTrack(job.track_id, mix=load_audio(job.mix, job.sample_rate, mono=False).numpy())
+            vocals = load_audio(job.vocals, job.sample_rate)[0].numpy()
+            parts = [load_audio(path, job.sample_rate)[0].numpy() for path in job.accompaniment]
+    except AudioError as err:
+        return TrackReport(job.track_id, skip_reason=CORRUPT, detail=str(err))
+    length = max(len(vocals), *(len(part) for part in parts))  # a stem that ends early is silent afterwards
+    vocals, *parts = (np.pad(x, (0, length - len(x))) for x in (vocals, *parts))
+    return _DecodedTrack(job.track_id, stems=(vocals, np.sum(parts, axis=0, dtype=np.float32)))
+
+
+def _decoded_tracks(jobs: Sequence[_DecodeJob], workers: int) -> Iterator[_DecodedTrack | TrackReport]:
+    """:func:`_decode` of ``jobs`` in order, at most ``2·workers`` tracks ahead of the consumer."""
+    if workers == 1 or len(jobs) <= 1:
+        yield from map(_decode, jobs)
+        return
+    context = multiprocessing.get_context("spawn")  # fork is unsafe once torch threads exist
+    remaining = iter(jobs)
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        pending = deque(pool.submit(_decode, job) for job in itertools.islice(remaining, 2 * workers))
+        while pending:
+            result = pending.popleft().result()
+            if (job := next(remaining, None)) is not None:
+                pending.append(pool.submit(_decode, job))
+            yield result
+
+
+def _prepare_track(
+    decoded: _DecodedTrack,
+    codec: DacCodec,
+    settings: WindowSettings,
+    separator: StemSeparator | None,
+    batch_size: int,
+    shard: Path,
+) -> TrackReport:
+    """Separate (mixes), cut, filter and encode one track; write its kept windows to ``shard``."""
+    rate = codec.sample_rate
+    window_frames = codec.frames_for(settings.window_samples(rate))
+    if decoded.mix is not None:
+        vocals, accompaniment = (stem[0].numpy() for stem in separator(torch.from_numpy(decoded.mix), rate))
+    else:
+        vocals, accompaniment = decoded.stems
+    seconds = len(vocals) / rate
+    selection = select_windows(vocals, accompaniment, rate, settings)
+    if selection.track_skip_reason is not None:
+        return TrackReport(decoded.track_id, seconds, skip_reason=selection.track_skip_reason)
+    if selection.kept:
+        columns = encode_windows(codec, selection.kept, window_frames, batch_size)
+        features = window_features(codec.latent_channels, codec.n_codebooks, window_frames)
+        _write_shard(shard, {"track_id": [decoded.track_id] * len(selection.kept), **columns}, features)
+    kept_seconds = sum(len(w) for w in selection.kept) / rate
+    return TrackReport(decoded.track_id, seconds, len(selection.kept), kept_seconds, selection.skipped)
+
+
+def encode_windows(codec: DacCodec, windows: Sequence[StemWindow], window_frames: int, batch_size: int = 8) -> dict[str, list]:
+    """Encode both stems of ``windows`` into cache columns (``window`` … ``codes``, see :mod:`.cache`),
+    padded to ``window_frames``. Windows of equal length share encoder calls of up to ``batch_size``."""
+    columns: dict[str, list] = {name: [] for name in ("window", "start_seconds", "num_frames", "latents", "vocal_latents", "codes")}
+    for _, group in itertools.groupby(windows, key=len):
+        group = list(group)
+        for first in range(0, len(group), batch_size):
+            batch = group[first : first + batch_size]
+            audio = torch.from_numpy(np.stack([w.accompaniment for w in batch] + [w.vocals for w in batch]))[:, None]
+            latents, codes = codec.encode_with_codes(audio, progress=False)
+            for i, window in enumerate(batch):
+                columns["window"].append(window.index)
+                columns["start_seconds"].append(window.start / codec.sample_rate)
+                columns["num_frames"].append(latents.shape[-1])
+                columns["latents"].append(_padded(latents[i], window_frames, np.float16, 0))
+                columns["vocal_latents"].append(_padded(latents[len(batch) + i], window_frames, np.float16, 0))
+                columns["codes"].append(_padded(codes[i], window_frames, np.int16, CODE_PADDING))
+    return columns
+
+
+def _padded(x: torch.Tensor, frames: int, dtype, fill: float) -> np.ndarray:
+    """``x [C, n]`` cast to ``dtype`` in a ``[C, frames]`` array filled with ``fill`` after frame ``n``."""
+    out = np.full((x.shape[0], frames), fill, dtype=dtype)
+    out[:, : x.shape[1]] = x.numpy()
+    if not np.isfinite(out).all():
+        raise ValueError(f"latents exceed the {np.dtype(dtype).name} range (max |x| = {float(x.abs().max()):.3g}); "
+                         "this codec's latents cannot be cached in half precision")
+    return out
+
+
+# --- shards and assembly ----------------------------------------------------------------------------
+
+
+def _shard_file(layout: CacheLayout, track_id: str, suffix: str) -> Path:
+    return layout.shards_dir / f"{quote(track_id, safe='')}{suffix}"
+
+
+def _write_shard(path: Path, columns: dict, features: Features) -> None:
+    import pyarrow as pa
+    from datasets import Dataset
+
+    table = Dataset.from_dict(columns, features=features).data.table
+
+    def write(temporary: Path) -> None:
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+
+    write_atomic(path, write)
+
+
+def _finished_report(layout: CacheLayout, track_id: str) -> TrackReport | None:
+    """The report of a track an earlier run finished (its shard present when it kept windows), else None."""
+    path = _shard_file(layout, track_id, ".json")
+    if not path.is_file():
+        return None
+    report = TrackReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    return report if not report.kept_windows or _shard_file(layout, track_id, ".arrow").is_file() else None
+
+
+def _claim_output(layout: CacheLayout, info: CodecInfo, settings: dict) -> None:
+    """Record ``settings`` for a new output folder, or check that a resumed one used the same; drop stale temp files."""
+    layout.shards_dir.mkdir(parents=True, exist_ok=True)
+    settings_file = layout.shards_dir / SETTINGS_FILE
+    if settings_file.is_file():
+        earlier = json.loads(settings_file.read_text(encoding="utf-8"))
+        if earlier != settings:
+            changed = [f"{key}: {earlier.get(key)} -> {value}" for key, value in settings.items() if earlier.get(key) != value]
+            raise ValueError(f"{layout.root} holds work prepared with other settings ({'; '.join(changed)}); "
+                             "rerun with the earlier settings to resume, or choose another --out")
+    else:
+        write_text_atomic(settings_file, json.dumps(settings, indent=2) + "\n")
+    info.save(layout.codec_file)
+    for stale in itertools.chain(layout.shards_dir.glob("*.tmp-*"), layout.root.glob("*.tmp-*")):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
+
+
+def _assemble_dataset(layout: CacheLayout, reports: Sequence[TrackReport], captions: dict[str, list[str]],
+                      progress: bool) -> Dataset:
+    """Concatenate the kept tracks' shards in id order, attach captions, save to ``OUT/dataset``; return it loaded."""
+    from datasets import Dataset, List, Value, concatenate_datasets, load_from_disk
+
+    parts = [Dataset.from_file(str(_shard_file(layout, r.track_id, ".arrow"))) for r in reports if r.kept_windows]
+    dataset = concatenate_datasets(parts)
+    dataset = dataset.add_column("captions", [captions.get(track_id, []) for track_id in dataset["track_id"]],
+                                 feature=List(Value("string")))
+
+    def save(temporary: Path) -> None:
+        with _datasets_progress(progress):
+            dataset.save_to_disk(str(temporary))
+        shutil.rmtree(layout.dataset_dir, ignore_errors=True)
+
+    write_atomic(layout.dataset_dir, save)
+    return load_from_disk(str(layout.dataset_dir))
+
+
+@contextmanager
+def _datasets_progress(enabled: bool):
+    """Hide ``datasets``' own progress bars inside the block when ``enabled`` is False (restored after)."""
+    import datasets
+
+    hide = not enabled and datasets.is_progress_bar_enabled()
+    if hide:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if hide:
+            datasets.enable_progress_bars()

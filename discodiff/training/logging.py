@@ -1,0 +1,108 @@
+"""What a run records besides its trackers: the metrics JSONL, loss by diffusion-time bucket, audio samples
+(WAV + spectrogram PNG) and their tracker entries.
+
+Spectrogram images need ``pillow`` (TensorBoard's image summaries need it as well).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from discodiff.audio import save_audio
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one ``{"step": …, name: value, …}`` object per line, written by the main process."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def read(self) -> list[dict]:
+        """Every complete record (a line cut short by a crash is skipped)."""
+        if not self.path.is_file():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records after ``step`` (written by a crashed run past its last checkpoint) before resuming."""
+        kept = [record for record in self.read() if record["step"] <= step]
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+
+
+def loss_by_time_bucket(losses: torch.Tensor, t: torch.Tensor, buckets: int) -> dict[str, float]:
+    """Mean of ``losses [N]`` in each of ``buckets`` equal-width bins of ``t [N]`` (empty bins are left out)."""
+    index = (t * buckets).long().clamp(0, buckets - 1)
+    means = {}
+    for bucket in range(buckets):
+        selected = losses[index == bucket]
+        if selected.numel():
+            means[f"train/loss_t{bucket / buckets:.2f}-{(bucket + 1) / buckets:.2f}"] = selected.mean().item()
+    return means
+
+
+def spectrogram_image(audio: torch.Tensor, n_fft: int = 1024, hop_length: int = 256, floor_db: float = 80.0) -> np.ndarray:
+    """``audio [T]`` or ``[1, T]`` → uint8 ``[F, frames]`` log-magnitude spectrogram, low frequencies at the bottom."""
+    audio = audio.detach().float().cpu().reshape(-1)
+    audio = torch.nn.functional.pad(audio, (0, max(0, n_fft - audio.numel())))
+    magnitude = torch.stft(audio, n_fft, hop_length, window=torch.hann_window(n_fft), return_complex=True).abs()
+    db = 20 * magnitude.clamp_min(1e-10).log10()
+    db = db.clamp_min(db.max() - floor_db)
+    scaled = (db - db.min()) / (db.max() - db.min()).clamp_min(1e-6)
+    return (scaled.flip(0) * 255).round().to(torch.uint8).numpy()
+
+
+def write_spectrogram_png(audio: torch.Tensor, path: str | Path) -> Path:
+    """Save :func:`spectrogram_image` of ``audio`` as a grayscale PNG."""
+    try:
+        from PIL import Image
+    except ImportError as err:
+        raise ImportError("spectrogram PNGs need pillow: pip install pillow (or set samples.every=0)") from err
+    path = Path(path)
+    Image.fromarray(spectrogram_image(audio), mode="L").save(path)
+    return path
+
+
+def write_samples(directory: str | Path, audios: torch.Tensor, sample_rate: int, captions: Sequence[str]) -> list[Path]:
+    """``audios [B, 1, T]`` → ``directory/{i}.wav``, ``{i}.png`` and ``captions.json``; returns the WAV paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, audio in enumerate(audios):
+        paths.append(save_audio(directory / f"{index}.wav", audio, sample_rate))
+        write_spectrogram_png(audio, directory / f"{index}.png")
+    (directory / "captions.json").write_text(json.dumps(list(captions), indent=1))
+    return paths
+
+
+def log_samples(accelerator: Accelerator, tag: str, audios: torch.Tensor, sample_rate: int, captions: Sequence[str],
+                step: int) -> None:
+    """Add ``audios [B, 1, T]`` and their spectrograms to the TensorBoard / W&B trackers (others are skipped)."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            for index, (audio, caption) in enumerate(zip(audios, captions)):
+                tracker.writer.add_audio(f"{tag}/{index}", audio.float().cpu().clamp(-1, 1), step, sample_rate=sample_rate)
+                tracker.writer.add_image(f"{tag}/{index}_spectrogram", spectrogram_image(audio), step, dataformats="HW")
+                tracker.writer.add_text(f"{tag}/{index}_caption", caption, step)
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({
+                tag: [wandb.Audio(a.float().cpu().reshape(-1).numpy(), sample_rate=sample_rate, caption=c) for a, c in zip(audios, captions)],
+                f"{tag}_spectrograms": [wandb.Image(spectrogram_image(a), caption=c) for a, c in zip(audios, captions)],
+            }, step=step)

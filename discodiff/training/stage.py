@@ -1,0 +1,166 @@
+"""What one stage trains: its trainable modules (:class:`StageModel`) and its loss on a batch (:class:`StageObjective`).
+
+The primary stage learns the normalised first ``d`` channels (codebook 0). The secondary stage learns
+the other ``(K−1)·d`` channels given the normalised ground-truth primary as a clean prefix. Both are
+conditioned on the frozen text encoder's output and on the stage's own vocal encoder applied to the
+normalised vocal latents; each condition is dropped per sample, independently, for guidance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from discodiff.build import build_pipeline
+from discodiff.conditioning import TextCondition
+from discodiff.config import DiscoDiffConfig
+from discodiff.diffusion import condition_dropout, sample_timesteps, v_diffusion_loss
+from discodiff.latents import LatentStats, merge_latents, split_latents
+from discodiff.pipeline import DiscoDiffPipeline
+
+from .config import ModelSection
+
+BATCH_KEYS = ("latents", "vocal_latents", "frame_mask", "captions")
+
+
+def load_pipeline(model: ModelSection, seed: int) -> DiscoDiffPipeline:
+    """The pipeline a run starts from: ``model.init_from`` if set, else built from ``model.config`` with weights seeded by ``seed``."""
+    if model.init_from:
+        return DiscoDiffPipeline.from_pretrained(model.init_from)
+    return build_pipeline(DiscoDiffConfig.from_yaml(model.config, model.overrides), seed=seed)
+
+
+class StageModel(nn.Module):
+    """One stage's trainable modules as a single module for ``accelerator.prepare``: its U-Net and its vocal encoder
+    (None for text-only models). ``forward`` predicts v, so the vocal encoder runs inside the wrapped module."""
+
+    def __init__(self, unet: nn.Module, vocal_encoder: nn.Module | None = None):
+        super().__init__()
+        self.unet = unet
+        self.vocal_encoder = vocal_encoder
+
+    @classmethod
+    def from_pipeline(cls, pipeline: DiscoDiffPipeline, stage: str) -> StageModel:
+        """The ``primary`` or ``secondary`` modules of ``pipeline`` (shared, not copied)."""
+        return cls(getattr(pipeline, stage), getattr(pipeline, f"{stage}_vocal_encoder"))
+
+    @property
+    def length_multiple(self) -> int:
+        """Frame counts that the U-Net processes without padding are multiples of this."""
+        return 2 ** (len(self.unet.config.block_channels) - 1)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        text: TextCondition,
+        vocal_features: torch.Tensor,
+        frame_mask: torch.Tensor,
+        text_dropped: torch.Tensor,
+        vocal_dropped: torch.Tensor,
+    ) -> torch.Tensor:
+        """v ``[B, C_out, L]`` for ``sample [B, C_in, L]``, ``timestep [B]``; ``vocal_features [B, K·d, L]`` normalised,
+        ``frame_mask [B, L]`` and the ``*_dropped [B]`` masks bool (True = use the learned null)."""
+        contexts, masks, dropped = [text.sequence], [text.mask], [text_dropped]
+        if self.vocal_encoder is not None:
+            tokens = self.vocal_encoder(vocal_features, frame_mask)
+            contexts, masks, dropped = contexts + [tokens.sequence], masks + [tokens.mask], dropped + [vocal_dropped]
+        return self.unet(sample, timestep, contexts, masks, text.pooled, condition_dropped=dropped).sample
+
+
+@dataclass
+class StageBatch:
+    """A batch ready for one stage: normalised ``latents [B, K·d, L]`` and ``vocal_features [B, K·d, L]``,
+    ``frame_mask [B, L]``, encoded ``text``; ``target`` and ``clean_prefix`` are the stage's views of ``latents``."""
+
+    latents: torch.Tensor
+    vocal_features: torch.Tensor
+    frame_mask: torch.Tensor
+    text: TextCondition
+    stage: str
+    codebook_dim: int
+
+    @property
+    def batch_size(self) -> int:
+        return self.latents.shape[0]
+
+    @property
+    def target(self) -> torch.Tensor:
+        """What the stage learns: the primary ``[B, d, L]`` or the secondary ``[B, (K−1)·d, L]``."""
+        primary, secondary = split_latents(self.latents, self.codebook_dim)
+        return primary if self.stage == "primary" else secondary
+
+    @property
+    def clean_prefix(self) -> torch.Tensor | None:
+        """What the stage is given: the true primary for the secondary stage, None for the primary stage."""
+        return None if self.stage == "primary" else self.latents[:, : self.codebook_dim]
+
+    def replace_target(self, generated: torch.Tensor) -> torch.Tensor:
+        """``latents`` with the stage's channels replaced by ``generated`` (same shape as :attr:`target`)."""
+        primary, secondary = split_latents(self.latents, self.codebook_dim)
+        return merge_latents(generated, secondary) if self.stage == "primary" else merge_latents(primary, generated)
+
+
+class StageObjective:
+    """Per-sample v-loss of one stage: prepares dataset batches (normalise, split, encode text) and draws
+    ``t``, condition dropout and noise from the generator it is given."""
+
+    def __init__(self, pipeline: DiscoDiffPipeline, stage: str, text_dropout: float, vocal_dropout: float, loss: str = "l1"):
+        self.stage, self.loss = stage, loss
+        self.text_encoder = pipeline.text_encoder
+        self.latent_stats: LatentStats = pipeline.latent_stats
+        self.codebook_dim = pipeline.codec.codebook_dim
+        self.latent_channels = pipeline.codec.latent_channels
+        self.text_dropout, self.vocal_dropout = text_dropout, vocal_dropout
+
+    @torch.no_grad()
+    def prepare(self, batch: dict, device: torch.device) -> StageBatch:
+        """A dataset batch (see :mod:`discodiff.training.data`) → :class:`StageBatch` on ``device``. The text comes from
+        the batch's cached encoder outputs when it has them, else from the frozen text encoder."""
+        self._check(batch)
+        latents = self.latent_stats.normalize(batch["latents"].to(device, torch.float32))
+        vocal = self.latent_stats.normalize(batch["vocal_latents"].to(device, torch.float32))
+        if "text_sequence" in batch:
+            text = TextCondition(batch["text_sequence"], batch["text_mask"], batch["text_pooled"]).to(device)
+        else:
+            text = self.text_encoder(list(batch["captions"]), device=device)
+        return StageBatch(latents, vocal, batch["frame_mask"].to(device), text, self.stage, self.codebook_dim)
+
+    def __call__(
+        self,
+        model: nn.Module,
+        batch: StageBatch,
+        generator: torch.Generator,
+        t: torch.Tensor | None = None,
+        drop_conditions: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss [B], t [B])``. Draws, in order, ``t`` (unless given), the text and vocal dropout masks
+        (all False with ``drop_conditions=False``) and the noise, all from ``generator``."""
+        size, device = batch.batch_size, batch.target.device
+        t = sample_timesteps(size, generator, device) if t is None else t
+        if drop_conditions:
+            text_dropped = condition_dropout(size, self.text_dropout, generator, device)
+            vocal_dropped = condition_dropout(size, self.vocal_dropout, generator, device)
+        else:
+            text_dropped = vocal_dropped = torch.zeros(size, dtype=torch.bool, device=device)
+
+        def denoise(sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            return model(sample, timestep, batch.text, batch.vocal_features, batch.frame_mask, text_dropped, vocal_dropped)
+
+        loss = v_diffusion_loss(denoise, batch.target, generator, kind=self.loss, mask=batch.frame_mask[:, None],
+                                clean_prefix=batch.clean_prefix, t=t)
+        return loss, t
+
+    def _check(self, batch: dict) -> None:
+        missing = [key for key in BATCH_KEYS if key not in batch]
+        if missing:
+            raise KeyError(f"the batch lacks {missing}; datasets must yield {BATCH_KEYS} (see discodiff.training.data)")
+        latents, vocal, mask = batch["latents"], batch["vocal_latents"], batch["frame_mask"]
+        if latents.ndim != 3 or latents.shape[1] != self.latent_channels:
+            raise ValueError(f"batch latents must be [B, {self.latent_channels}, L] for this model's codec, "
+                             f"got {tuple(latents.shape)}; prepare the data with the model's codec")
+        if vocal.shape != latents.shape or mask.shape != (latents.shape[0], latents.shape[2]) or mask.dtype != torch.bool:
+            raise ValueError(f"vocal_latents {tuple(vocal.shape)} must equal latents {tuple(latents.shape)} and frame_mask "
+                             f"must be bool [B, L], got {mask.dtype} {tuple(mask.shape)}")

@@ -1,0 +1,238 @@
+"""The Accelerate trainer for one stage of a :class:`~discodiff.pipeline.DiscoDiffPipeline`.
+
+``Trainer(config).train(resume="latest")`` runs under ``accelerate launch`` on one or many processes.
+A run directory holds everything needed to resume and to export::
+
+    RUN/train_config.yaml          the resolved config
+    RUN/latent_stats.json          the data's latent statistics (exported with the weights)
+    RUN/metrics.jsonl              one line per optimiser step and per validation
+    RUN/checkpoints/checkpoint-N/  accelerator.save_state + TrainingState (EMA, generators, counters)
+    RUN/samples/step-N/            i.wav, i.png, captions.json (reference/: the true latents decoded)
+    RUN/logs/<project_name>/       TensorBoard events (or W&B, with logging.log_with=wandb)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader, default_collate
+from tqdm.auto import tqdm
+
+from discodiff.data.cache import LATENT_STATS_FILE
+
+from .checkpoint import CHECKPOINTS_DIR, checkpoint_path, remove_incomplete, resolve_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import TrainingData
+from .logging import MetricsLog, log_samples, loss_by_time_bucket, write_samples
+from .stage import StageModel, StageObjective, load_pipeline
+from .state import TrainingState, ema_weights
+from .validation import decode, generate_samples, validation_loss
+
+CONFIG_FILE = "train_config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_DIR = "samples"
+LOGS_DIR = "logs"
+
+
+class Trainer:
+    """Trains ``config.stage`` of a pipeline: v-objective, AdamW with warmup + cosine decay, clipping, gradient
+    accumulation, mixed precision, EMA, validation, audio samples and atomic checkpoints.
+
+    ``data`` defaults to :meth:`TrainingData.from_config`. The constructor seeds Python, NumPy and torch once
+    with ``accelerate.utils.set_seed(config.seed)`` — the only global seeding, for U-Net dropout and data-loader
+    workers; t, condition dropout and noise come from the checkpointed per-process generator of
+    :class:`TrainingState`.
+    """
+
+    def __init__(self, config: TrainConfig, data: TrainingData | None = None):
+        self.config = config
+        self.run_dir = Path(config.output_dir)
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_plugin=GradientAccumulationPlugin(
+                num_steps=config.optimizer.gradient_accumulation_steps, sync_with_dataloader=False),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+            log_with=None if config.logging.log_with == "none" else config.logging.log_with,
+            project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / LOGS_DIR)),
+        )
+        set_seed(config.seed)
+        self.pipeline = load_pipeline(config.model, config.seed)
+        stage_model = StageModel.from_pipeline(self.pipeline, config.stage)
+        if data is None:
+            data = TrainingData.from_config(config.data, config.validation.num_items, stage_model.length_multiple, config.seed,
+                                            self.pipeline.codec)
+        self.data = data
+        self.pipeline.latent_stats = self.data.latent_stats
+        if config.gradient_checkpointing:
+            stage_model.unet.enable_gradient_checkpointing()
+        device = self.accelerator.device
+        self.pipeline.codec.to(device)
+        self.pipeline.text_encoder.to(device)
+        self.objective = StageObjective(self.pipeline, config.stage, config.objective.text_dropout,
+                                        config.objective.vocal_dropout, config.objective.loss)
+
+        optimizer = self._optimizer(stage_model)
+        self.model, self.optimizer, self.train_loader, self.validation_loader, self.lr_scheduler = self.accelerator.prepare(
+            stage_model.train(), optimizer, *self._dataloaders(), self._lr_schedule(optimizer))
+        if len(self.train_loader) == 0:
+            raise ValueError(f"the training set ({len(self.data.train)} items) is smaller than one batch "
+                             f"({config.data.batch_size} per process × {self.accelerator.num_processes}); lower data.batch_size")
+        ema = EMAModel(self.model.parameters(), decay=config.ema.decay, use_ema_warmup=config.ema.use_warmup,
+                       inv_gamma=config.ema.inv_gamma, power=config.ema.power, update_after_step=config.ema.update_after_step)
+        self.state = TrainingState(ema, config.seed, self.accelerator.process_index, self.accelerator.num_processes)
+        self.accelerator.register_for_checkpointing(self.state)
+        self.metrics = MetricsLog(self.run_dir / METRICS_FILE)
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def _optimizer(self, model: StageModel) -> torch.optim.Optimizer:
+        settings = self.config.optimizer
+        return torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, betas=tuple(settings.betas),
+                                 weight_decay=settings.weight_decay, eps=settings.eps)
+
+    def _lr_schedule(self, optimizer: torch.optim.Optimizer):
+        """Linear warmup, then cosine decay to 0 at ``max_steps``; counted in scheduler calls, which the prepared
+        scheduler makes once per process per optimiser step."""
+        processes = self.accelerator.num_processes
+        return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=self.config.optimizer.warmup_steps * processes,
+                                               num_training_steps=self.config.max_steps * processes)
+
+    def _dataloaders(self) -> tuple[DataLoader, DataLoader]:
+        """Training batches in a seeded order per epoch (accelerate's seedable sampler); validation in dataset order."""
+        data = self.config.data
+        train = DataLoader(self.data.train, batch_size=data.batch_size, shuffle=True, drop_last=True,
+                           collate_fn=self.data.collate_fn, num_workers=data.num_workers,
+                           generator=torch.Generator().manual_seed(self.config.seed))
+        validation = DataLoader(self.data.validation, batch_size=self.config.validation.batch_size,
+                                collate_fn=self.data.collate_fn, num_workers=data.num_workers,
+                                generator=torch.Generator().manual_seed(self.config.seed))
+        return train, validation
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def train(self, resume: str | Path | None = None) -> Path:
+        """Train until ``config.max_steps``; ``resume``: ``latest`` or a checkpoint directory. Returns the run directory."""
+        accelerator, config, state = self.accelerator, self.config, self.state
+        checkpoints = self.run_dir / CHECKPOINTS_DIR
+        if accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / CONFIG_FILE)
+            self.data.latent_stats.save(self.run_dir / LATENT_STATS_FILE)
+            for leftover in remove_incomplete(checkpoints):
+                accelerator.print(f"removed incomplete checkpoint {leftover}")
+        accelerator.wait_for_everyone()
+        start = resolve_checkpoint(resume, checkpoints) if resume else None
+        if start is not None:
+            accelerator.load_state(str(start))
+            if accelerator.is_main_process:
+                self.metrics.truncate_after(state.step)
+            accelerator.print(f"resumed from {start} at step {state.step}")
+        elif resume:
+            accelerator.print(f"no checkpoint in {checkpoints} yet: starting from step 0")
+        accelerator.init_trackers(config.logging.project_name, config=tracker_config(config))
+
+        progress = tqdm(total=config.max_steps, initial=state.step, desc=f"train {config.stage}",
+                        disable=not (config.progress and accelerator.is_local_main_process))
+        batches = self._batches()
+        window_losses, window_times = [], []
+        while state.step < config.max_steps:
+            losses, t, grad_norm = self._micro_step(next(batches))
+            window_losses.append(accelerator.gather(losses.detach()))
+            window_times.append(accelerator.gather(t))
+            if not accelerator.sync_gradients:
+                continue
+            state.ema.step(self.model.parameters())
+            state.step += 1
+            losses, t = torch.cat(window_losses), torch.cat(window_times)
+            window_losses, window_times = [], []
+            metrics = {"train/loss": losses.mean().item(), "train/lr": self.lr_scheduler.get_last_lr()[0],
+                       "train/grad_norm": grad_norm.item(), **loss_by_time_bucket(losses, t, config.logging.loss_buckets)}
+            self._log(metrics)
+            progress.update(1)
+            progress.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}")
+            self._periodic()
+        if not checkpoint_path(checkpoints, state.step).is_dir():
+            save_checkpoint(accelerator, checkpoints, state.step, config.checkpoint.keep_last)
+        progress.close()
+        accelerator.end_training()
+        return self.run_dir
+
+    def _micro_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Forward and backward on one batch; on the last batch of an accumulation window also clip and step.
+        Returns the per-sample losses, their times and (on optimiser steps) the gradient norm before clipping."""
+        accelerator, grad_norm = self.accelerator, None
+        with accelerator.accumulate(self.model):
+            losses, t = self.objective(self.model, self.objective.prepare(batch, accelerator.device), self.state.generator)
+            accelerator.backward(losses.mean())
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), self.config.optimizer.max_grad_norm)
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad()
+        self.state.batches_seen += 1
+        return losses, t, grad_norm
+
+    def _batches(self):
+        """Training batches from the checkpointed data position (``state.batches_seen``) on, epoch after epoch."""
+        epoch, skip = divmod(self.state.batches_seen, len(self.train_loader))
+        while True:
+            self.train_loader.set_epoch(epoch)
+            if hasattr(self.data.train, "set_epoch"):
+                self.data.train.set_epoch(epoch)
+            yield from self.accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+            epoch, skip = epoch + 1, 0
+
+    def _periodic(self) -> None:
+        """Validation, samples and checkpoints that fall due at this step."""
+        config, step = self.config, self.state.step
+        if config.validation.every and step % config.validation.every == 0:
+            with ema_weights(self.state.ema, self.model):
+                self._log(validation_loss(self.accelerator, self.model, self.objective, self.validation_loader,
+                                          config.validation.times, config.seed))
+        if config.samples.every and step % config.samples.every == 0:
+            self._samples()
+        if step % config.checkpoint.every == 0:
+            save_checkpoint(self.accelerator, self.run_dir / CHECKPOINTS_DIR, step, config.checkpoint.keep_last)
+
+    def _samples(self) -> None:
+        """Generate audio with the EMA weights on the first validation items (every process; the main one writes)."""
+        settings, accelerator = self.config.samples, self.accelerator
+        collated = (self.data.collate_fn or default_collate)([self.data.validation[i] for i in range(settings.num_samples)])
+        batch = self.objective.prepare(collated, accelerator.device)
+        with ema_weights(self.state.ema, self.model):
+            audios = generate_samples(self.model, self.pipeline, batch, settings.num_inference_steps,
+                                      settings.text_guidance, settings.vocal_guidance, self.config.seed)
+        if not accelerator.is_main_process:
+            return
+        rate, step = self.pipeline.codec.sample_rate, self.state.step
+        samples_dir = self.run_dir / SAMPLES_DIR
+        captions = list(collated["captions"])
+        if not (samples_dir / "reference").is_dir():
+            write_samples(samples_dir / "reference", decode(self.pipeline, batch.latents), rate, captions)
+        write_samples(samples_dir / f"step-{step}", audios, rate, captions)
+        log_samples(accelerator, "samples", audios, rate, captions, step)
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        self.accelerator.log(metrics, step=self.state.step)
+        if self.accelerator.is_main_process:
+            self.metrics.write(self.state.step, metrics)
+
+
+def tracker_config(config: TrainConfig) -> dict[str, int | float | str | bool]:
+    """The config flattened to ``section.key`` scalars (lists and None as text), as TensorBoard's hparams need."""
+    flat = {}
+
+    def visit(prefix: str, node: dict) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                visit(f"{prefix}{key}.", value)
+            else:
+                flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    visit("", config.to_dict())
+    return flat
