@@ -41,6 +41,13 @@ def _read_input(path: Path) -> tuple:
     return audio, sample_rate
 
 
+def _codec_and_input(path: Path, codec: str, backend: str) -> tuple:
+    """The codec and the input as ``[1, 1, T]`` mono at the codec's rate (input checked first)."""
+    wav, sample_rate = _read_input(path)
+    dac = _load_codec(codec, backend)
+    return dac, resample(wav, sample_rate, dac.sample_rate)[None]
+
+
 @app.command()
 def encode(
     audio: Path = typer.Argument(..., help="Input audio file (wav/flac/ogg/mp3)."),
@@ -52,9 +59,7 @@ def encode(
     """Encode audio to the DAC latent query and codes."""
     from safetensors.torch import save_file
 
-    wav, sample_rate = _read_input(audio)
-    dac = _load_codec(codec, codec_backend)
-    wav = resample(wav, sample_rate, dac.sample_rate)[None]
+    dac, wav = _codec_and_input(audio, codec, codec_backend)
     latents, codes = dac.encode_with_codes(wav, chunk_seconds=chunk_seconds)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({"latents": latents, "codes": codes}, str(out),
@@ -71,9 +76,7 @@ def reconstruct(
     chunk_seconds: float = ChunkOption,
 ) -> None:
     """Encode → snap to the codebooks → decode: hear what the latent space keeps."""
-    wav, sample_rate = _read_input(audio)
-    dac = _load_codec(codec, codec_backend)
-    wav = resample(wav, sample_rate, dac.sample_rate)[None]
+    dac, wav = _codec_and_input(audio, codec, codec_backend)
     latents = dac.encode(wav, chunk_seconds=chunk_seconds)
     recon = dac.decode_latents(latents, length=wav.shape[-1], chunk_seconds=chunk_seconds)
     save_audio(out, recon[0], dac.sample_rate)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,22 +84,16 @@ class DiscoDiffConfig:
     normalize_per: str = "codebook"
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: typing.Sequence[str] = ()) -> "DiscoDiffConfig":
-        """Read ``path`` and apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "DiscoDiffConfig":
+        """Read ``path``, apply ``key.sub=value`` overrides and check every value against its field type."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config {path} not found; see configs/ for tiny.yaml, base.yaml, paper.yaml")
-        data = json.loads(json.dumps(yaml.safe_load(path.read_text()) or {}))  # unshare YAML anchors (&unet / *unet)
-        for override in overrides:
-            key, sep, value = override.partition("=")
-            if not sep:
-                raise ValueError(f"override '{override}' is not key=value (e.g. primary.layers_per_block=3)")
-            *parents, leaf = key.split(".")
-            node = data
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = yaml.safe_load(value)
-        return from_dict(cls, data, str(path))
+        data = read_yaml(path)
+        apply_overrides(data, overrides)
+        config = from_dict(cls, data, str(path))
+        check_types(config, str(path))
+        return config
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -117,3 +113,64 @@ def from_dict(cls: type, data: dict, where: str):
         hint = hints[name]
         kwargs[name] = from_dict(hint, value, f"{where}:{name}") if dataclasses.is_dataclass(hint) else value
     return cls(**kwargs)
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping as plain nested dicts (YAML anchors such as ``&unet`` / ``*unet`` unshared)."""
+    return json.loads(json.dumps(yaml.safe_load(path.read_text()) or {}))
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> None:
+    """Set ``key.sub=value`` overrides in the nested dict ``data``; values stay text until :func:`check_types`
+    parses them for their field's type (so ``mixed_precision=no`` stays the string ``no``)."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override '{override}' is not key=value (e.g. optimizer.learning_rate=2e-4)")
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override '{override}': '{part}' is not a section")
+        node[leaf] = value
+
+
+def check_types(config, where: str) -> None:
+    """Check every field of a dataclass tree against its type, parsing override text and coercing int → float."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint, key = getattr(config, f.name), hints[f.name], f"{where}:{f.name}"
+        if dataclasses.is_dataclass(hint):
+            check_types(value, key)
+        else:
+            setattr(config, f.name, _coerce(value, hint, key))
+
+
+def _coerce(value, hint, key: str):
+    """``value`` as type ``hint`` (a scalar type, ``X | None``, ``list[X]`` or ``dict``), or a ValueError naming ``key``.
+
+    Text for a field that is not a string, and text values of a ``dict``, are read as YAML (``3``, ``1e-4``,
+    ``true``, ``[0.9, 0.99]``, ``null``).
+    """
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if isinstance(value, str) and (str not in options or value in ("null", "~")):
+        value = yaml.safe_load(value)
+    if value is None and type(None) in options:
+        return None
+    for option in (o for o in options if o is not type(None)):
+        if option is dict and isinstance(value, dict):
+            return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in value.items()}
+        if typing.get_origin(option) is list and isinstance(value, list):
+            (item,) = typing.get_args(option)
+            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        if option is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, option) and not (option is int and isinstance(value, bool)):
+            return value
+    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    quote = " (quote it: YAML reads no/yes/on/off as booleans)" if isinstance(value, bool) and str in options else ""
+    raise ValueError(f"{key} must be {expected}, got {value!r}{quote}")

@@ -8,15 +8,13 @@ when read, so a misspelt key or a value of the wrong type fails before anything 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from discodiff.config import from_dict
+from discodiff.config import apply_overrides, check_types, from_dict, read_yaml
 from discodiff.diffusion import LOSS_KINDS
 
 STAGES = ("primary", "secondary")
@@ -159,7 +157,7 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"training config {path} not found; see configs/train/ for tiny.yaml, base.yaml, paper.yaml")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path)
         apply_overrides(data, overrides)
         config = from_dict(cls, data, str(path))
         model_config = Path(config.model.config)
@@ -202,59 +200,3 @@ class TrainConfig:
         if self.samples.every and self.samples.num_samples > self.validation.num_items:
             raise ValueError(f"{where}: samples.num_samples ({self.samples.num_samples}) are drawn from the validation items; "
                              f"raise validation.num_items (now {self.validation.num_items}) or lower samples.num_samples")
-
-
-def apply_overrides(data: dict, overrides: Sequence[str]) -> None:
-    """Set ``key.sub=value`` overrides in the nested dict ``data``; values stay text until :func:`check_types`
-    parses them for their field's type (so ``mixed_precision=no`` stays the string ``no``)."""
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override '{override}' is not key=value (e.g. optimizer.learning_rate=2e-4)")
-        *parents, leaf = key.split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override '{override}': '{part}' is not a section")
-        node[leaf] = value
-
-
-def check_types(config, where: str) -> None:
-    """Check every field of a dataclass tree against its type, parsing override text and coercing int → float."""
-    hints = typing.get_type_hints(type(config))
-    for f in dataclasses.fields(config):
-        value, hint, key = getattr(config, f.name), hints[f.name], f"{where}:{f.name}"
-        if dataclasses.is_dataclass(hint):
-            check_types(value, key)
-        else:
-            setattr(config, f.name, _coerce(value, hint, key))
-
-
-def _coerce(value, hint, key: str):
-    """``value`` as type ``hint`` (a scalar type, ``X | None``, ``list[X]`` or ``dict``), or a ValueError naming ``key``.
-
-    Text for a field that is not a string, and text values of a ``dict``, are read as YAML (``3``, ``1e-4``,
-    ``true``, ``[0.9, 0.99]``, ``null``).
-    """
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if isinstance(value, str) and (str not in options or value in ("null", "~")):
-        value = yaml.safe_load(value)
-    if value is None and type(None) in options:
-        return None
-    for option in (o for o in options if o is not type(None)):
-        if option is dict and isinstance(value, dict):
-            return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in value.items()}
-        if typing.get_origin(option) is list and isinstance(value, list):
-            (item,) = typing.get_args(option)
-            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        if option is float and isinstance(value, (int, str)) and not isinstance(value, bool):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, option) and not (option is int and isinstance(value, bool)):
-            return value
-    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    quote = " (quote it: YAML reads no/yes/on/off as booleans)" if isinstance(value, bool) and str in options else ""
-    raise ValueError(f"{key} must be {expected}, got {value!r}{quote}")
