@@ -1,10 +1,11 @@
 """Overfit: tiny primary + secondary U-Nets trained on two rendered chorale clips reproduce them.
 
-Measured (2 s clips of bach/bwv2.6 and bach/bwv66.6, tiny codec, 500 + 500 AdamW steps, DPM-Solver++
-25 steps, guidance 1): codebook 0 (primary) matches the training codes on 83–86% of frames with the
-right prompt and on 1% with the other clip's prompt; codebooks 1–8 (secondary, generated from the
-generated primary) match on 15–28% (chance: 1.6%). The fine codebooks of a random tiny codec are not
-memorised to "most frames" within a CPU test budget; the thresholds below leave room for seeds.
+Measured (2 s clips of bach/bwv2.6 and bach/bwv66.6, tiny codec, configs/tiny.yaml U-Nets, 500 + 500
+AdamW steps, DPM-Solver++ 25 steps, guidance 1): after snapping, codebook 0 (primary) matches the
+training codes on 80–88% of frames with the right prompt and on ≤ 1% with the other clip's prompt;
+all nine codebooks (the secondary generated from the generated primary) match on 52–54% of
+code positions (codebooks 1–8: 39–62% each; chance 1.6%). With a 16-wide first level the secondary
+reached only 15–28%: its width must cover the 64 channels it predicts.
 """
 
 import pytest
@@ -73,4 +74,4 @@ def test_prompt_selects_and_reproduces_its_clip(overfit, order):
         wrong = (generated[row, 0] == codes[1 - clip, 0]).float().mean()
         assert right[0] > 0.7, f"codebook 0 matches only {right[0]:.2f} of frames"
         assert wrong < 0.2, f"the other clip's prompt matches {wrong:.2f}: the prompt does not select the clip"
-        assert right[1:].mean() > 0.08, f"codebooks 1-8 match {right[1:].mean():.2f} (chance {1 / 64:.3f})"
+        assert right.mean() > 0.4, f"all codebooks match {right.mean():.2f} of positions (chance {1 / 64:.3f})"
