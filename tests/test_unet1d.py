@@ -246,3 +246,10 @@ def test_unconditional_model():
     model = build(context_dims=(), pooled_dim=None, null_context_lengths=None, cross_attention_levels=(False,) * 3)
     sample = torch.randn(2, 8, 50)
     assert predict(model, sample=sample, timestep=torch.rand(2)).shape == sample.shape
+
+
+def test_first_level_narrower_than_the_output_warns():
+    with pytest.warns(UserWarning, match="narrower than out_channels=64"):
+        UNet1DConditionModel(in_channels=72, out_channels=64, block_channels=(16, 32), layers_per_block=1,
+                             self_attention_levels=(False, False), cross_attention_levels=(False, False), attention_head_dim=8,
+                             norm_groups=4)

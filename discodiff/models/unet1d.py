@@ -9,6 +9,7 @@ The time embedding (plus the projected pooled condition) modulates every ResNet 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -283,6 +284,12 @@ class UNet1DConditionModel(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"pooled_context_index={pooled_context_index} must index context_dims {context_dims}: "
                 "the pooled vector is dropped together with that context"
+            )
+        if block_channels[0] < out_channels:
+            warnings.warn(
+                f"block_channels[0]={block_channels[0]} is narrower than out_channels={out_channels}: the full-resolution "
+                "level cannot carry every predicted channel; use a first width of at least out_channels",
+                stacklevel=2,
             )
         time_embed_dim = time_embed_dim or 4 * block_channels[0]
 
