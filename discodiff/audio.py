@@ -15,12 +15,11 @@ import soundfile as sf
 import soxr
 import torch
 
+from .errors import AudioError, OutputError
+from .outputs import AUDIO_OUTPUT_SUFFIXES, atomic_file
+
 SAMPLE_RATE = 44100
 SILENCE_DBFS = -60.0
-
-
-class AudioError(ValueError):
-    """Base class for unusable audio input."""
 
 
 class AudioNotFoundError(AudioError, FileNotFoundError):
@@ -47,6 +46,10 @@ class SilentAudioWarning(UserWarning):
     """The signal is (near) silent; it is returned unchanged."""
 
 
+class ClippedAudioWarning(UserWarning):
+    """A float file holds samples beyond full scale (|x| > 1); they are kept, and clip wherever they are written."""
+
+
 def rms_dbfs(audio: np.ndarray | torch.Tensor) -> float:
     """Root-mean-square level in dBFS of the whole signal (−inf for digital silence)."""
     x = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
@@ -67,6 +70,10 @@ def validate(audio: torch.Tensor, sample_rate: int, source: str = "<tensor>", mi
     seconds = audio.shape[-1] / sample_rate
     if seconds < min_seconds:
         raise AudioTooShortError(f"{source}: {seconds:.3f} s long, at least {min_seconds:g} s is required")
+    peak = float(audio.abs().max())
+    if peak > 1.0:
+        warnings.warn(f"{source}: peak {peak:.2f} is beyond full scale (1.0); the level is kept as is, so normalise the "
+                      "file (e.g. discodiff.audio.normalize_loudness) if that is not intended", ClippedAudioWarning, stacklevel=2)
     if rms_dbfs(audio) < SILENCE_DBFS:
         warnings.warn(f"{source}: signal is silent (below {SILENCE_DBFS:g} dBFS RMS)", SilentAudioWarning, stacklevel=2)
 
@@ -129,29 +136,63 @@ def load_audio(
 def read_audio(path: str | Path, mono: bool = True) -> tuple[torch.Tensor, int]:
     """Decode ``path`` at its native rate: ``([C, T] float32, sample_rate)``; errors name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise AudioNotFoundError(f"{path}: is a folder, not an audio file; pass a wav/flac/ogg/mp3 file")
     if not path.is_file():
         raise AudioNotFoundError(f"{path}: no such file")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise AudioDecodeError(f"{path}: cannot decode ({err}); is it a valid wav/flac/ogg/mp3 file?") from err
+    _check_wav_length(path)
     audio = torch.from_numpy(np.ascontiguousarray(data.T))
     if audio.shape[-1] == 0:
         raise EmptyAudioError(f"{path}: the file has zero samples; re-export or remove it")
     return (to_mono(audio) if mono else audio), sr
 
 
-def save_audio(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write ``audio [C, T]`` (or ``[T]``) as 16-bit PCM wav / flac / ogg chosen by the suffix.
+def _check_wav_length(path: Path) -> None:
+    """Raise :class:`AudioDecodeError` when a WAV header announces more audio than the file holds (a cut-off
+    copy or download), which libsndfile would otherwise read silently as a shorter signal."""
+    if path.suffix.lower() != ".wav":
+        return
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        if handle.read(4) != b"RIFF" or not handle.read(4) or handle.read(4) != b"WAVE":
+            return
+        while (header := handle.read(8)) and len(header) == 8:
+            chunk, length = header[:4], int.from_bytes(header[4:], "little")
+            if chunk == b"data":
+                available = size - handle.tell()
+                if 0 < length < 0xFFFFFFFF and length > available:
+                    raise AudioDecodeError(f"{path}: truncated: its header announces {length} bytes of audio but the file "
+                                           f"holds {available}; copy or export the file again")
+                return
+            handle.seek(length + (length & 1), 1)
 
-    Samples are clipped to [-1, 1]; parent directories are created.
+
+def wav_bytes(num_samples: int, channels: int = 1) -> int:
+    """Size of a 16-bit PCM file of ``num_samples`` per channel (an upper bound for flac/ogg)."""
+    return 44 + 2 * channels * num_samples
+
+
+def save_audio(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write ``audio [C, T]`` (or ``[T]``) as 16-bit PCM wav / flac / ogg chosen by the suffix, atomically.
+
+    Samples are clipped to [-1, 1]; parent directories are created. Check the location first with
+    :func:`discodiff.outputs.check_output_file` (``AUDIO_OUTPUT_SUFFIXES``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() not in AUDIO_OUTPUT_SUFFIXES:
+        raise OutputError(f"{path}: cannot write audio with suffix '{path.suffix}'; use one of {', '.join(AUDIO_OUTPUT_SUFFIXES)}")
     x = audio.detach().cpu().float().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio, np.float32)
     x = x[None] if x.ndim == 1 else x
     if x.ndim != 2:
         raise AudioError(f"{path}: expected audio shaped [channels, samples], got {x.shape}")
     subtype = "PCM_16" if path.suffix.lower() in {".wav", ".flac"} else None
-    sf.write(str(path), np.clip(x, -1.0, 1.0).T, sample_rate, subtype=subtype)
+    with atomic_file(path) as temporary:
+        try:
+            sf.write(str(temporary), np.clip(x, -1.0, 1.0).T, sample_rate, subtype=subtype)
+        except sf.LibsndfileError as err:  # libsndfile reports a full disk or a bad format without an errno
+            raise OutputError(f"{path}: cannot write audio ({err}); check free space and the file name") from err
     return path

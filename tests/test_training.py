@@ -152,12 +152,18 @@ def test_overrides_are_typed_and_relative_paths_resolve():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optimizer.lr=1e-3", r"unknown key\(s\) \['lr'\] for OptimizerSection; valid: \['betas'"),
+    ("optimizer.lr=1e-3", r"unknown key\(s\) \['optimizer.lr'\] for OptimizerSection; valid: \['betas'"),
     ("trainer.steps=3", r"unknown key\(s\) \['trainer'\]"),
     ("max_steps=many", r"max_steps must be int, got 'many'"),
     ("stage=tertiary", r"stage must be one of primary, secondary, got 'tertiary'"),
-    ("objective.vocal_dropout=1.5", r"objective.vocal_dropout is a probability in \[0, 1\], got 1.5"),
-    ("validation.times=[0.5, 1.0]", r"validation.times must lie in \(0, 1\)"),
+    ("objective.vocal_dropout=1.5", r"objective.vocal_dropout must be in \[0, 1\], got 1.5"),
+    ("validation.times=[0.5, 1.0]", r"validation.times must be in \(0, 1\), got 1.0"),
+    ("optimizer.betas=0.9", r"optimizer.betas must be a list of float \(e.g. \[1, 2\]\), got 0.9"),
+    ("optimizer.betas=[0.9]", r"optimizer.betas must be two numbers"),
+    ("optimizer.learning_rate=-1e-4", r"optimizer.learning_rate must be in \(0, 1\], got -0.0001"),
+    ("data.batch_size=0", r"data.batch_size must be >= 1, got 0"),
+    ("seed=-1", r"seed must be in \[0, 4294967295\], got -1"),
+    ("max_steps=1e9999", r"max_steps must be int"),
     ("max_steps", r"override 'max_steps' is not key=value"),
 ])
 def test_bad_config_values_name_the_key_and_the_fix(override, message):

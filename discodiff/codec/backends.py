@@ -15,12 +15,14 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import CodecError
+
 BACKENDS = ("transformers", "descript")
 DEFAULT_CODEC = "descript/dac_44khz"
 DESCRIPT_MODEL_TYPES = ("44khz", "24khz", "16khz")
 
 
-class CodecNotFoundError(OSError):
+class CodecNotFoundError(CodecError, OSError):
     """The codec weights are neither cached nor reachable."""
 
 

@@ -21,13 +21,15 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import nn
 
+from ..errors import ConditioningError
+
 DEFAULT_T5 = "google/flan-t5-large"
 DEFAULT_CLAP = "laion/larger_clap_music"
 
 Loaded = TypeVar("Loaded")
 
 
-class ConditionerNotFoundError(OSError):
+class ConditionerNotFoundError(ConditioningError, OSError):
     """The text encoder (weights or tokenizer) is neither a local directory, nor cached, nor reachable."""
 
 

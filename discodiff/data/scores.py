@@ -14,12 +14,14 @@ from pathlib import Path, PurePosixPath
 from music21 import corpus, harmony, stream
 from music21.common import getCorpusFilePath
 
+from ..errors import DataError
+
 DEFAULT_VELOCITY = 90
 MELODY_PART_WORDS = frozenset({"soprano", "sopran", "cantus", "canto", "superius", "discantus", "melody", "melodie", "voice", "vocal", "vocals"})
 QUARTET_VOICE_WORDS = ({"soprano", "sopran"}, {"alto", "alt"}, {"tenor"}, {"bass", "basso"})
 
 
-class UnrenderableScoreError(ValueError):
+class UnrenderableScoreError(DataError):
     """A piece cannot be rendered (unparsable, no notes, no accompaniment); the message says why."""
 
 

@@ -11,6 +11,7 @@ from typing import Protocol
 import torch
 
 from ..audio import resample
+from ..errors import DataError
 
 DEFAULT_SEPARATION_MODEL = "htdemucs"
 
@@ -24,7 +25,7 @@ class StemSeparator(Protocol):
         """``(vocals [1, T], accompaniment [1, T])`` at ``sample_rate``."""
 
 
-class SeparationUnavailableError(RuntimeError):
+class SeparationUnavailableError(DataError, RuntimeError):
     """Demucs is not installed or its weights cannot be loaded."""
 
 

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..audio import SAMPLE_RATE
+from ..errors import DataError
 
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 DRUM_CHANNEL = 9
@@ -43,7 +44,7 @@ GM_PROGRAM_NAMES = {
 }
 
 
-class RendererUnavailableError(RuntimeError):
+class RendererUnavailableError(DataError, RuntimeError):
     """FluidSynth or its soundfont is missing; the message names the Debian package to install."""
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from discodiff.config import apply_overrides, check_types, from_dict, read_yaml
+from discodiff.configuration import bounded, check_types, load_config
+from discodiff.errors import ConfigError
 from discodiff.diffusion import LOSS_KINDS
 
 STAGES = ("primary", "secondary")
@@ -54,91 +55,91 @@ class DataSection:
     dataset: str = "discodiff.data.dataset:LatentCropDataset"
     collate: str | None = "discodiff.data.dataset:collate_latent_batch"
     options: dict = field(default_factory=dict)
-    crop_frames: int = 2048
-    batch_size: int = 8
-    num_workers: int = 2
+    crop_frames: int = bounded(2048, low=1)
+    batch_size: int = bounded(8, low=1)
+    num_workers: int = bounded(2, low=0)
 
 
 @dataclass
 class OptimizerSection:
     """AdamW with linear warmup then cosine decay to 0 at ``max_steps``; gradients clipped to ``max_grad_norm``."""
 
-    learning_rate: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.01
-    eps: float = 1e-8
-    warmup_steps: int = 1000
-    max_grad_norm: float = 1.0
-    gradient_accumulation_steps: int = 1
+    learning_rate: float = bounded(1e-4, low=0.0, high=1.0, low_open=True)
+    betas: list[float] = bounded(default_factory=lambda: [0.9, 0.999], low=0.0, high=1.0, high_open=True)
+    weight_decay: float = bounded(0.01, low=0.0)
+    eps: float = bounded(1e-8, low=0.0, low_open=True)
+    warmup_steps: int = bounded(1000, low=0)
+    max_grad_norm: float = bounded(1.0, low=0.0, low_open=True)
+    gradient_accumulation_steps: int = bounded(1, low=1)
 
 
 @dataclass
 class ObjectiveSection:
     """The v-loss kind and the per-sample, independent condition dropout probabilities (for guidance)."""
 
-    loss: str = "l1"
-    text_dropout: float = 0.1
-    vocal_dropout: float = 0.1
+    loss: str = bounded("l1", choices=LOSS_KINDS)
+    text_dropout: float = bounded(0.1, low=0.0, high=1.0)
+    vocal_dropout: float = bounded(0.1, low=0.0, high=1.0)
 
 
 @dataclass
 class EMASection:
     """``diffusers.training_utils.EMAModel`` settings (warmup: decay ``1 − (1 + step/inv_gamma)^−power``, capped at ``decay``)."""
 
-    decay: float = 0.9999
+    decay: float = bounded(0.9999, low=0.0, high=1.0)
     use_warmup: bool = True
-    inv_gamma: float = 1.0
-    power: float = 0.6666666
-    update_after_step: int = 0
+    inv_gamma: float = bounded(1.0, low=0.0, low_open=True)
+    power: float = bounded(0.6666666, low=0.0, low_open=True)
+    update_after_step: int = bounded(0, low=0)
 
 
 @dataclass
 class LoggingSection:
     """``log_with``: tensorboard, wandb or none; ``loss_buckets``: equal-width t buckets for the loss-by-t curves."""
 
-    log_with: str = "tensorboard"
+    log_with: str = bounded("tensorboard", choices=TRACKERS)
     project_name: str = "discodiff"
-    loss_buckets: int = 4
+    loss_buckets: int = bounded(4, low=1, high=100)
 
 
 @dataclass
 class ValidationSection:
     """Validation loss at fixed ``times`` with fixed noise, with the EMA weights, every ``every`` steps (0: never)."""
 
-    every: int = 1000
-    num_items: int = 16
-    batch_size: int = 8
-    times: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+    every: int = bounded(1000, low=0)
+    num_items: int = bounded(16, low=1)
+    batch_size: int = bounded(8, low=1)
+    times: list[float] = bounded(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], low=0.0, high=1.0, low_open=True, high_open=True)
 
 
 @dataclass
 class SamplesSection:
     """Audio samples (WAV + spectrogram PNG) from the EMA weights on the first validation items, every ``every`` steps (0: never)."""
 
-    every: int = 5000
-    num_samples: int = 2
-    num_inference_steps: int = 25
-    text_guidance: float = 3.0
-    vocal_guidance: float = 1.5
+    every: int = bounded(5000, low=0)
+    num_samples: int = bounded(2, low=1)
+    num_inference_steps: int = bounded(25, low=1, high=1000)
+    text_guidance: float = bounded(3.0, low=0.0, high=100.0)
+    vocal_guidance: float = bounded(1.5, low=0.0, high=100.0)
 
 
 @dataclass
 class CheckpointSection:
     """Save the full training state every ``every`` steps (and at the end); keep the newest ``keep_last``."""
 
-    every: int = 1000
-    keep_last: int = 3
+    every: int = bounded(1000, low=1)
+    keep_last: int = bounded(3, low=1)
 
 
 @dataclass
 class TrainConfig:
     """One training run of one stage (``primary`` or ``secondary``) of a :class:`~discodiff.pipeline.DiscoDiffPipeline`."""
 
-    stage: str = "primary"
+    stage: str = bounded("primary", choices=STAGES)
     output_dir: str = "runs/primary"
-    seed: int = 0
-    max_steps: int = 100_000
-    mixed_precision: str = "bf16"
+    seed: int = bounded(0, low=0, high=2**32 - 1)
+    max_steps: int = bounded(100_000, low=1)
+    mixed_precision: str = bounded("bf16", choices=MIXED_PRECISION)
     gradient_checkpointing: bool = False
     progress: bool = True
     model: ModelSection = field(default_factory=ModelSection)
@@ -155,11 +156,7 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
         """Read ``path``, apply ``key.sub=value`` overrides (see :func:`apply_overrides`) and check every value."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training config {path} not found; see configs/train/ for tiny.yaml, base.yaml, paper.yaml")
-        data = read_yaml(path)
-        apply_overrides(data, overrides)
-        config = from_dict(cls, data, str(path))
+        config = load_config(cls, path, overrides, hint="see configs/train/ for tiny.yaml, base.yaml, paper.yaml")
         model_config = Path(config.model.config)
         if not model_config.is_absolute():
             config.model.config = str((path.parent / model_config).resolve())
@@ -176,27 +173,12 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def check(self, where: str = "config") -> None:
-        """Raise a ValueError naming the first wrong value (type or range) and the valid choices."""
+        """Raise a ConfigError naming the first wrong value (type, range or combination) and the valid choices."""
         check_types(self, where)
-        choices = {"stage": (self.stage, STAGES), "mixed_precision": (self.mixed_precision, MIXED_PRECISION),
-                   "logging.log_with": (self.logging.log_with, TRACKERS), "objective.loss": (self.objective.loss, LOSS_KINDS)}
-        for key, (value, valid) in choices.items():
-            if value not in valid:
-                raise ValueError(f"{where}: {key} must be one of {', '.join(valid)}, got '{value}'")
-        at_least_one = {"max_steps": self.max_steps, "data.batch_size": self.data.batch_size,
-                        "data.crop_frames": self.data.crop_frames, "checkpoint.every": self.checkpoint.every,
-                        "checkpoint.keep_last": self.checkpoint.keep_last,
-                        "optimizer.gradient_accumulation_steps": self.optimizer.gradient_accumulation_steps,
-                        "logging.loss_buckets": self.logging.loss_buckets, "validation.batch_size": self.validation.batch_size,
-                        "samples.num_inference_steps": self.samples.num_inference_steps}
-        for key, value in at_least_one.items():
-            if value < 1:
-                raise ValueError(f"{where}: {key} must be at least 1, got {value}")
-        for key, p in (("objective.text_dropout", self.objective.text_dropout), ("objective.vocal_dropout", self.objective.vocal_dropout)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{where}: {key} is a probability in [0, 1], got {p}")
-        if not all(0.0 < t < 1.0 for t in self.validation.times):
-            raise ValueError(f"{where}: validation.times must lie in (0, 1), got {self.validation.times}")
+        if len(self.optimizer.betas) != 2:
+            raise ConfigError(f"{where}: optimizer.betas must be two numbers [beta1, beta2], got {self.optimizer.betas}")
+        if not self.validation.times:
+            raise ConfigError(f"{where}: validation.times must list at least one t in (0, 1)")
         if self.samples.every and self.samples.num_samples > self.validation.num_items:
-            raise ValueError(f"{where}: samples.num_samples ({self.samples.num_samples}) are drawn from the validation items; "
-                             f"raise validation.num_items (now {self.validation.num_items}) or lower samples.num_samples")
+            raise ConfigError(f"{where}: samples.num_samples ({self.samples.num_samples}) are drawn from the validation items; "
+                              f"raise validation.num_items (now {self.validation.num_items}) or lower samples.num_samples")
