@@ -57,7 +57,9 @@ class Bound:
 
 def _number(x: float | None) -> str:
     """``3`` for whole numbers (however large), ``0.001`` / ``1e-08`` otherwise."""
-    return str(int(x)) if x is not None and float(x).is_integer() else f"{x:g}"
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def bounded(default: Any = MISSING, *, default_factory: Any = MISSING, low: float | None = None, high: float | None = None,
