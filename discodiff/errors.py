@@ -33,6 +33,10 @@ class ModelDirectoryError(DiscoDiffError, OSError):
     """A model directory is missing, incomplete or damaged."""
 
 
+class GenerationError(DiscoDiffError, ValueError):
+    """A sampling call got arguments it cannot honour (steps, duration, guidance, shapes)."""
+
+
 class DataError(DiscoDiffError, ValueError):
     """Training data (stems, scores, captions, a latent cache) is missing or inconsistent."""
 

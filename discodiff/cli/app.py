@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from .audio import AudioError, read_audio, resample, save_audio, validate
-from .codec import BACKENDS, DEFAULT_CODEC, CodecNotFoundError, DacCodec
+from ..audio import AudioError, read_audio, resample, save_audio, validate
+from ..codec import BACKENDS, DEFAULT_CODEC, CodecNotFoundError, DacCodec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -103,7 +103,7 @@ def convert_codec(
     out_dir: Path = typer.Argument(..., help="Output transformers DacModel directory."),
 ) -> None:
     """Convert an original DAC .pth checkpoint into a transformers DacModel directory."""
-    from .codec.convert import convert_descript_checkpoint
+    from ..codec.convert import convert_descript_checkpoint
 
     try:
         typer.echo(f"wrote {convert_descript_checkpoint(pth, out_dir)}")
@@ -117,7 +117,7 @@ def tiny_codec(
     seed: int = typer.Option(0, help="Weight seed."),
 ) -> None:
     """Write a tiny random DAC (for offline demos and tests; its output is not music)."""
-    from .codec import build_tiny_codec
+    from ..codec import build_tiny_codec
 
     build_tiny_codec(seed=seed).save_pretrained(out_dir)
     typer.echo(f"wrote tiny random codec to {out_dir}")
@@ -131,8 +131,8 @@ def new_model(
     seed: int = typer.Option(0, help="Initialisation seed."),
 ) -> None:
     """Write a randomly initialised model directory (tiny configs build their own codec and text encoder)."""
-    from .build import build_pipeline
-    from .config import DiscoDiffConfig
+    from ..build import build_pipeline
+    from ..config import DiscoDiffConfig
 
     try:
         pipeline = build_pipeline(DiscoDiffConfig.from_yaml(config, overrides), seed=seed)
@@ -166,9 +166,9 @@ def sample(
     """Generate music (an accompaniment when --vocal is given) from a text prompt."""
     import torch
 
-    from .conditioning import ConditionerNotFoundError
-    from .diffusion import make_scheduler
-    from .pipeline import DiscoDiffPipeline
+    from ..conditioning import ConditionerNotFoundError
+    from ..diffusion import make_scheduler
+    from ..pipeline import DiscoDiffPipeline
 
     if (prompt is None) == (prompts_file is None):
         _fail("give exactly one of --prompt or --prompts-file")
@@ -211,8 +211,8 @@ def render_corpus_command(
 ) -> None:
     """Render music21 corpus scores to vocal / accompaniment / mixture stems with captions."""
     try:
-        from .data.render import render_corpus
-        from .data.synth import DEFAULT_SOUNDFONT, RendererUnavailableError
+        from ..data.render import render_corpus
+        from ..data.synth import DEFAULT_SOUNDFONT, RendererUnavailableError
     except ModuleNotFoundError as err:
         _fail(f"{err.name} is not installed: pip install 'discodiff[render]'")
     try:
@@ -244,10 +244,10 @@ def prepare(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Encode stems (or separated mixes) into a resumable latent cache for training."""
-    from .data.cache import CacheLayout
-    from .data.prepare import load_codec, prepare_latent_cache
-    from .data.separation import DemucsSeparator, SeparationUnavailableError
-    from .data.windows import WindowSettings
+    from ..data.cache import CacheLayout
+    from ..data.prepare import load_codec, prepare_latent_cache
+    from ..data.separation import DemucsSeparator, SeparationUnavailableError
+    from ..data.windows import WindowSettings
 
     try:
         windows = WindowSettings(window_seconds, hop_seconds, min_seconds, quiet_dbfs, vocal_margin_db)
