@@ -6,7 +6,7 @@ PYTEST_ARGS ?= -q -m "not slow"
 .PHONY: install install-test demo test test-all
 
 install:
-	bash scripts/install.sh
+	bash scripts/install.sh --render
 
 install-test:
 	bash scripts/install.sh --test --descript

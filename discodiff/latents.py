@@ -7,11 +7,14 @@ codebook 0 (``d`` channels, content); the secondary part is codebooks ``1 â€¦ Kâ
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .errors import DataError, DiscoDiffError
 
 NORMALIZE_PER = ("codebook", "channel")
 
@@ -105,6 +108,10 @@ class LatentStats:
 
     @classmethod
     def from_dict(cls, data: dict) -> "LatentStats":
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` naming the first missing or malformed entry."""
+        problem = _check_stats_dict(data)
+        if problem:
+            raise ValueError(problem)
         mean, std = (torch.tensor(data[k], dtype=torch.float64) for k in ("mean", "std"))
         return cls(mean, std, int(data["codebook_dim"]), data["per"], bool(data.get("fitted", True)))
 
@@ -115,5 +122,43 @@ class LatentStats:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "LatentStats":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+    def load(cls, path: str | Path, error: type[DiscoDiffError] = DataError,
+             fix: str = "fit the statistics again (prepare the data again) or copy the file again") -> "LatentStats":
+        """Read a :meth:`save` file; any problem (missing, unreadable, not JSON, missing or malformed entries)
+        raises one ``error`` naming ``path`` and ending in ``fix``."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as err:
+            raise error(f"{path}: missing; {fix}") from err
+        except (OSError, UnicodeDecodeError) as err:
+            raise error(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}); {fix}") from err
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise error(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); {fix}") from err
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:  # from_dict's checks and __post_init__'s (shapes, non-positive std)
+            raise error(f"{path}: {err}; {fix}") from err
+
+
+def _check_stats_dict(data) -> str | None:
+    """What is wrong with a :meth:`LatentStats.to_dict` dictionary, or None."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object with mean, std, codebook_dim and per, got {type(data).__name__}"
+    missing = [key for key in ("mean", "std", "codebook_dim", "per") if key not in data]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    for key in ("mean", "std"):
+        values = data[key]
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            return f"{key} must be a non-empty list of finite numbers"
+    if not isinstance(data["codebook_dim"], int) or isinstance(data["codebook_dim"], bool) or data["codebook_dim"] < 1:
+        return f"codebook_dim must be a positive integer, got {data['codebook_dim']!r}"
+    if data["per"] not in NORMALIZE_PER:
+        return f"per must be one of {NORMALIZE_PER}, got {data['per']!r}"
+    if not isinstance(data.get("fitted", True), bool):
+        return f"fitted must be true or false, got {data['fitted']!r}"
+    return None

@@ -18,9 +18,9 @@ PROMPT=$("$BIN/python" -c "from discodiff.data import read_captions; print(read_
 if [ -z "${MODEL:-}" ]; then
   echo "no trained discodiff model is available offline (set MODEL=dir); sampling from an untrained tiny model built locally (output is noise)"
   MODEL=$OUT/tiny_model
-  "$BIN/discodiff" new-model "$MODEL" --config configs/tiny.yaml
+  "$BIN/discodiff" new-model "$MODEL" --config configs/tiny.yaml --overwrite  # the demo's own scratch model
 fi
 "$BIN/discodiff" sample --model "$MODEL" --prompt "$PROMPT" --vocal "$OUT/rendered/bach-bwv66.6/vocals.wav" \
   --out "$OUT/accompaniment.wav" --mix "$OUT/mix.wav" --seed 0
 echo "prompt: $PROMPT"
-ls -l "$OUT"/*.wav
+echo "demo outputs:"; ls -l "$OUT"/*.wav

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install discodiff into a virtualenv (default ./.venv) on a fresh machine.
 #
-#   bash scripts/install.sh [--test] [--descript] [--venv DIR]
+#   bash scripts/install.sh [--render] [--test] [--descript] [--venv DIR]
 #
+#   --render    also the render extra (music21, pyfluidsynth: `discodiff render-corpus`, the demo)
 #   --test      also the test extras (pytest, music21, pyfluidsynth, librosa, sentencepiece)
 #   --descript  also the original `dac` package (the `descript` codec backend) in the CPU-safe way
 #               described in README "Design notes: the descript backend on CPU torch"
@@ -13,13 +14,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=.venv EXTRAS="" DESCRIPT=0
+VENV=.venv EXTRAS=() DESCRIPT=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --test) EXTRAS="[test]" ;;
+    --render) EXTRAS+=(render) ;;
+    --test) EXTRAS+=(test) ;;
     --descript) DESCRIPT=1 ;;
     --venv) VENV="$2"; shift ;;
-    *) echo "install.sh: unknown option $1 (use --test, --descript, --venv DIR)" >&2; exit 2 ;;
+    *) echo "install.sh: unknown option $1 (use --render, --test, --descript, --venv DIR)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -37,7 +39,8 @@ fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install torch==2.13.0
-$PIP install -e ".$EXTRAS"
+if [ ${#EXTRAS[@]} -gt 0 ]; then SPEC=".[$(IFS=,; echo "${EXTRAS[*]}")]"; else SPEC="."; fi
+$PIP install -e "$SPEC"
 
 if [ "$DESCRIPT" = 1 ]; then
   # The dac package imports audiotools, which imports torchaudio at module level. PyPI's torchaudio

@@ -14,6 +14,7 @@ from music21 import corpus, harmony, meter, note, stream, tie
 from typer.testing import CliRunner
 
 from discodiff.audio import rms_dbfs
+from discodiff.errors import DataError
 from discodiff.cli import app
 from discodiff.data.layout import StemPair, find_stem_pairs, read_captions, write_captions
 from discodiff.data.render import RELEASE_TAIL_SECONDS, render_corpus, render_score
@@ -188,13 +189,15 @@ def test_layout_accepts_musdb_style_folders(tmp_path):
     ]
 
 
-def test_unknown_and_unrenderable_pieces_are_skipped_with_reasons(tmp_path):
-    report = render_corpus(["bach/no-such-piece", "bach/choraleAnalyses/riemenschneider001"], tmp_path, seconds=1.0, progress=False)
+def test_unknown_pieces_are_refused_before_work_and_unrenderable_ones_skipped_with_reasons(tmp_path):
+    with pytest.raises(DataError, match=r"no piece in the music21 corpus matches 'bach/no-such-piece'.*--list"):
+        render_corpus(["bach/no-such-piece", "bach/bwv66.6"], tmp_path / "refused", seconds=1.0, progress=False)
+    assert not (tmp_path / "refused").exists()
+    report = render_corpus(["bach/choraleAnalyses/riemenschneider001"], tmp_path, seconds=1.0, progress=False)
     assert not report.rendered
     reasons = {s.piece: s.reason for s in report.skipped}
-    assert "no piece in the music21 corpus" in reasons["bach/no-such-piece"]
     assert "no part has pitched notes" in reasons["bach/choraleAnalyses/riemenschneider001"]
-    assert json.loads((tmp_path / "render_report.json").read_text())["skipped"][0]["piece"] == "bach/no-such-piece"
+    assert json.loads((tmp_path / "render_report.json").read_text())["skipped"][0]["piece"] == "bach/choraleAnalyses/riemenschneider001"
     with pytest.raises(UnrenderableScoreError, match="nothing to accompany"):
         split_melody(stream.Score([two_part_score("Soprano", "Bass").parts[1]]))
 
@@ -226,7 +229,13 @@ def test_two_workers_write_the_same_files_as_one(tmp_path):
 def test_cli_renders_and_reports_a_missing_soundfont_in_one_line(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["render-corpus", "--pieces", f"{PIECE},bach/nope", "--out", str(tmp_path), "--seconds", "1", "--quiet"])
+    assert result.exit_code == 1 and "'bach/nope'" in result.output and not find_stem_pairs(tmp_path)
+    result = runner.invoke(app, ["render-corpus", "--pieces", PIECE, "--out", str(tmp_path), "--seconds", "1", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "1 tracks, 1.0 s of audio; 1 skipped" in result.output and find_stem_pairs(tmp_path)
+    assert "1 tracks, 1.0 s of audio; 0 skipped" in result.output and find_stem_pairs(tmp_path)
+    vocals = (tmp_path / "bach-bwv66.6" / "vocals.wav").read_bytes()
+    result = runner.invoke(app, ["render-corpus", "--pieces", PIECE, "--out", str(tmp_path), "--seconds", "1", "--seed", "5", "--quiet"])
+    assert result.exit_code == 1 and "seed 0 → 5" in result.output and "--overwrite" in result.output
+    assert (tmp_path / "bach-bwv66.6" / "vocals.wav").read_bytes() == vocals
     result = runner.invoke(app, ["render-corpus", "--out", str(tmp_path), "--soundfont", str(tmp_path / "none.sf2")])
     assert result.exit_code == 1 and "fluid-soundfont-gm" in result.output and len(result.output.strip().splitlines()) == 1

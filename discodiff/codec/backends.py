@@ -9,7 +9,9 @@ Both return a model exposing ``encoder``, ``quantizer`` (with ``quantizers[i].de
 
 from __future__ import annotations
 
+import json
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from ..errors import CodecError
 BACKENDS = ("transformers", "descript")
 DEFAULT_CODEC = "descript/dac_44khz"
 DESCRIPT_MODEL_TYPES = ("44khz", "24khz", "16khz")
+LOCAL_DAC_FIX = "re-save the codec (DacCodec.save_pretrained) or copy the directory again"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 class CodecNotFoundError(CodecError, OSError):
@@ -41,6 +45,9 @@ def load_transformers_dac(id_or_path: str | Path) -> tuple[nn.Module, CodecSpec]
     """``transformers.DacModel`` from a hub id (e.g. ``descript/dac_44khz``) or a local directory."""
     from transformers import DacModel
 
+    if Path(id_or_path).is_dir():
+        model = load_local_transformers_dac(Path(id_or_path))
+        return model, spec_from_transformers_config(model.config)
     try:
         try:  # the local cache first: no network round trips when the weights are already here
             model = DacModel.from_pretrained(str(id_or_path), local_files_only=True)
@@ -52,6 +59,44 @@ def load_transformers_dac(id_or_path: str | Path) -> tuple[nn.Module, CodecSpec]
             f"pass a local DacModel directory with --codec path/to/dir, or a .pth with --codec file.pth --codec-backend descript"
         ) from err
     return model, spec_from_transformers_config(model.config)
+
+
+def load_local_transformers_dac(directory: Path) -> nn.Module:
+    """``DacModel`` from a ``save_pretrained`` directory; any missing or damaged file raises one
+    :class:`CodecError` naming that file."""
+    from safetensors import SafetensorError, safe_open
+    from transformers import DacModel
+
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise CodecNotFoundError(f"{config_file}: missing, so {directory} is not a DacModel directory; {LOCAL_DAC_FIX}")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CodecError(f"{config_file}: unreadable or not valid JSON ({err}); {LOCAL_DAC_FIX}") from err
+    if not isinstance(config, dict) or config.get("model_type") != "dac":
+        found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
+        raise CodecError(f"{config_file}: not a DAC config (model_type {found!r}, expected 'dac'); {LOCAL_DAC_FIX}")
+    weights = [directory / name for name in WEIGHT_FILES if (directory / name).is_file()]
+    if not weights:
+        raise CodecNotFoundError(f"{directory / WEIGHT_FILES[0]}: missing (no codec weights in {directory}); {LOCAL_DAC_FIX}")
+    for file in sorted(directory.glob("*.safetensors")):  # a truncated copy fails here, named
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise CodecError(f"{file}: truncated or corrupt ({err}); {LOCAL_DAC_FIX}") from err
+    try:
+        return DacModel.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as err:
+        # RuntimeError: weight shapes that do not fit config.json; TypeError/ValueError: malformed config values
+        raise CodecError(f"{config_file} and {weights[0].name} do not fit together or are damaged "
+                         f"({_first_line(err)}); {LOCAL_DAC_FIX}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
 def spec_from_transformers_config(config) -> CodecSpec:
@@ -88,7 +133,11 @@ def load_descript_dac(path_or_type: str | Path) -> tuple[nn.Module, CodecSpec]:
         raise CodecNotFoundError(
             f"'{path_or_type}' is not a .pth file; the descript backend takes a local .pth or one of {DESCRIPT_MODEL_TYPES}"
         )
-    model = dac.DAC.load(str(location))
+    try:
+        model = dac.DAC.load(str(location))
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as err:
+        raise CodecError(f"{location}: not a loadable descript DAC checkpoint, truncated or corrupt ({_first_line(err)}); "
+                         "download it again or pass another .pth with --codec file.pth") from err
     return model, spec_from_descript_model(model)
 
 

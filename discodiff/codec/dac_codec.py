@@ -13,6 +13,7 @@ is set by the chunk, not the duration.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,10 +21,28 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import CodecError
 from .backends import DEFAULT_CODEC, CodecSpec, load_backend, spec_from_descript_model, spec_from_transformers_config
 
 DEFAULT_CHUNK_SECONDS = 30.0
 DEFAULT_CONTEXT_SECONDS = 0.5
+MIN_CHUNK_SECONDS = 1.0  # shorter chunks multiply the overlap work (one-frame chunks take a day for ten minutes)
+
+
+def check_chunking(chunk_seconds: float | None, context_seconds: float) -> None:
+    """Raise :class:`CodecError` unless ``chunk_seconds`` is None (whole signal) or a finite number of at
+    least :data:`MIN_CHUNK_SECONDS`, and ``context_seconds`` a finite number >= 0."""
+    if chunk_seconds is not None and (not _is_real(chunk_seconds) or not math.isfinite(chunk_seconds)
+                                      or chunk_seconds < MIN_CHUNK_SECONDS):
+        raise CodecError(f"chunk_seconds={chunk_seconds!r}: must be at least {MIN_CHUNK_SECONDS:g} s "
+                         f"(default {DEFAULT_CHUNK_SECONDS:g}), or None to process the whole signal at once")
+    if not _is_real(context_seconds) or not math.isfinite(context_seconds) or context_seconds < 0:
+        raise CodecError(f"context_seconds={context_seconds!r}: must be a finite number of seconds >= 0 "
+                         f"(default {DEFAULT_CONTEXT_SECONDS:g})")
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class DacCodec(nn.Module):
@@ -113,7 +132,11 @@ class DacCodec(nn.Module):
         context_seconds: float = DEFAULT_CONTEXT_SECONDS,
         progress: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``audio [B, 1, T]`` → ``(latents [B, K·d, L], codes [B, K, L])`` in one encoder pass."""
+        """``audio [B, 1, T]`` → ``(latents [B, K·d, L], codes [B, K, L])`` in one encoder pass.
+
+        ``chunk_seconds``: None, or at least :data:`MIN_CHUNK_SECONDS` (else :class:`CodecError`).
+        """
+        check_chunking(chunk_seconds, context_seconds)
         audio = self._check_audio(audio)
         frames = self.frames_for(audio.shape[-1])
 
@@ -160,6 +183,7 @@ class DacCodec(nn.Module):
 
     def decode_latents(self, latents: torch.Tensor, length: int | None = None, **chunking) -> torch.Tensor:
         """Snap, embed and decode latents ``[B, k·d, L]`` → audio ``[B, 1, length or L·hop]``."""
+        check_chunking(chunking.get("chunk_seconds"), chunking.get("context_seconds", DEFAULT_CONTEXT_SECONDS))
         return self.decode_codes(self.snap(latents), length=length, **chunking)
 
     @torch.inference_mode()
@@ -172,6 +196,7 @@ class DacCodec(nn.Module):
         progress: bool = True,
     ) -> torch.Tensor:
         """Codes ``[B, k, L]`` → audio ``[B, 1, length or L·hop]``; chunked over frames for long inputs."""
+        check_chunking(chunk_seconds, context_seconds)
         z = self.embed_codes(codes)
 
         def decode_window(start: int, stop: int) -> torch.Tensor:
@@ -196,6 +221,7 @@ class DacCodec(nn.Module):
     ) -> torch.Tensor:
         """Apply ``run(start, stop)`` (frame indices → ``[B, C, (stop-start)·samples_per_frame]``) over
         chunks of ``chunk_seconds`` with ``context_seconds`` of discarded overlap on each side."""
+        check_chunking(chunk_seconds, context_seconds)
         chunk = frames if chunk_seconds is None else max(1, round(chunk_seconds * self.frame_rate))
         context = round(context_seconds * self.frame_rate)
         starts = range(0, frames, chunk)

@@ -12,6 +12,8 @@ Learned null embeddings for classifier-free guidance live in the U-Net, not here
 
 from __future__ import annotations
 
+import json
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,63 @@ Loaded = TypeVar("Loaded")
 
 class ConditionerNotFoundError(ConditioningError, OSError):
     """The text encoder (weights or tokenizer) is neither a local directory, nor cached, nor reachable."""
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt had more tokens than the text encoder's ``max_length``; the tokens past it were dropped."""
+
+
+LOCAL_FIX = "re-save the text encoder (save_pretrained) or copy the directory again"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# what the transformers loaders raise for damaged local files: OSError (missing or unparsable files),
+# ValueError / TypeError / KeyError (malformed config values), RuntimeError (weights of the wrong shape),
+# SafetensorError (a truncated weights file; added in _local_load_errors)
+LOCAL_LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, TypeError, KeyError, RuntimeError)
+
+
+def _local_load_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (*LOCAL_LOAD_ERRORS, SafetensorError)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def check_local_directory(directory: Path) -> dict:
+    """The parsed ``config.json`` of a local text encoder directory after checking the files every loader
+    reads: config and tokenizer config are JSON objects, weights exist and their safetensors headers are
+    whole. Raises a :class:`ConditioningError` naming the first missing or damaged file."""
+    from safetensors import SafetensorError, safe_open
+
+    def read_json(file: Path) -> dict:
+        if not file.is_file():
+            raise ConditionerNotFoundError(f"{file}: missing; {LOCAL_FIX}, or pass a complete directory with "
+                                           "--text-encoder path/to/dir")
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConditioningError(f"{file}: unreadable or not valid JSON ({err}); {LOCAL_FIX}") from err
+        if not isinstance(data, dict):
+            raise ConditioningError(f"{file}: expected a JSON object, got {type(data).__name__}; {LOCAL_FIX}")
+        return data
+
+    config = read_json(directory / "config.json")
+    if not isinstance(config.get("model_type"), str):
+        raise ConditioningError(f"{directory / 'config.json'}: has no model_type; {LOCAL_FIX}")
+    if not any((directory / name).is_file() for name in WEIGHT_FILES):
+        raise ConditionerNotFoundError(f"{directory / WEIGHT_FILES[0]}: missing (no weights in {directory}); {LOCAL_FIX}")
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ConditioningError(f"{file}: truncated or corrupt ({err}); {LOCAL_FIX}") from err
+    if (directory / "tokenizer_config.json").is_file():  # its absence is reported by from_pretrained
+        read_json(directory / "tokenizer_config.json")
+    return config
 
 
 @dataclass(frozen=True)
@@ -55,11 +114,20 @@ def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (sequence * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-def load_or_raise(load: Callable[..., Loaded], id_or_path: str, what: str) -> Loaded:
+def load_or_raise(load: Callable[..., Loaded], id_or_path: str, what: str, files: str = "") -> Loaded:
     """``load(id_or_path)`` from local files first, then the hub.
 
-    Raises a one-line :class:`ConditionerNotFoundError` (``what`` names the missing part) when both fail.
+    Raises a one-line :class:`ConditionerNotFoundError` (``what`` names the missing part) when both fail. A
+    local directory is loaded from its files alone; a failure there raises a :class:`ConditioningError`
+    naming ``files`` (the part's files in that directory).
     """
+    if Path(id_or_path).is_dir():
+        try:
+            return load(id_or_path, local_files_only=True)
+        except _local_load_errors() as err:
+            where = Path(id_or_path) / files if files else Path(id_or_path)
+            raise ConditioningError(f"{where}: {what} cannot be loaded, damaged or inconsistent "
+                                    f"({_first_line(err)}); {LOCAL_FIX}") from err
     try:
         try:  # the local cache first: no network round trips when the files are already here
             return load(id_or_path, local_files_only=True)
@@ -105,20 +173,24 @@ class FrozenTextConditioner(nn.Module, ABC):
         from transformers import AutoConfig, AutoTokenizer
 
         id_or_path = str(id_or_path or cls.default_id)
-        config = load_or_raise(AutoConfig.from_pretrained, id_or_path, f"{cls.__name__} config")
+        if Path(id_or_path).is_dir():
+            check_local_directory(Path(id_or_path))
+        config = load_or_raise(AutoConfig.from_pretrained, id_or_path, f"{cls.__name__} config", "config.json")
         if config.model_type != cls.model_type:  # transformers would build a random model from the wrong config
             raise ValueError(
                 f"'{id_or_path}' holds a '{config.model_type}' model but {cls.__name__} loads "
                 f"'{cls.model_type}' models; choose the matching text conditioner kind ({tuple(TEXT_CONDITIONERS)})"
             )
-        model = load_or_raise(cls.load_model, id_or_path, f"{cls.__name__} weights")
+        model = load_or_raise(cls.load_model, id_or_path, f"{cls.__name__} weights",
+                              next((f for f in WEIGHT_FILES if (Path(id_or_path) / f).is_file()), ""))
         if Path(id_or_path).is_dir() and not (Path(id_or_path) / "tokenizer_config.json").is_file():
             # transformers 5 would silently build an empty tokenizer from config.json alone
             raise ConditionerNotFoundError(
                 f"'{id_or_path}' holds no tokenizer (tokenizer_config.json); save the tokenizer into it "
                 "(tokenizer.save_pretrained) or pass a complete directory with --text-encoder path/to/dir"
             )
-        tokenizer = load_or_raise(AutoTokenizer.from_pretrained, id_or_path, f"{cls.__name__} tokenizer")
+        tokenizer = load_or_raise(AutoTokenizer.from_pretrained, id_or_path, f"{cls.__name__} tokenizer",
+                                  "tokenizer_config.json")
         return cls(model, tokenizer, max_length or cls.default_max_length, source=id_or_path)
 
     @staticmethod
@@ -160,12 +232,25 @@ class FrozenTextConditioner(nn.Module, ABC):
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("prompts is empty; pass at least one prompt (an empty string is a valid prompt)")
+        self._warn_truncation(prompts)
         tokens = self.tokenizer(
             prompts, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
         mask = tokens.attention_mask.bool()
         sequence, pooled = self.encode(tokens.input_ids, mask)
         return TextCondition(sequence * mask[..., None], mask, pooled).to(device)
+
+    def _warn_truncation(self, prompts: Sequence[str]) -> None:
+        """One :class:`PromptTruncatedWarning` for the prompts longer than :attr:`max_length` tokens."""
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts), truncation=False, verbose=False).input_ids]
+        over = [length for length in lengths if length > self.max_length]
+        if over:
+            dropped = sum(length - self.max_length for length in over)
+            which = "a prompt" if len(prompts) == 1 else f"{len(over)} of {len(prompts)} prompts"
+            warnings.warn(
+                f"{which} exceeded the text encoder's limit of {self.max_length} tokens (longest {max(over)}): "
+                f"{dropped} token{'s' if dropped != 1 else ''} dropped; shorten the prompt or raise "
+                "text_encoder.max_length", PromptTruncatedWarning, stacklevel=3)
 
     def extra_repr(self) -> str:
         return f"source={self.source!r}, max_length={self.max_length}"

@@ -3,7 +3,6 @@
 ::
 
     OUT/codec.json            the codec the latents come from (:class:`CodecInfo`)
-    OUT/latent_stats.json     :class:`~discodiff.latents.LatentStats` of the accompaniment latents
     OUT/dataset/              ``datasets.load_from_disk`` (memory-mapped Arrow), one row per window:
         track_id       string
         window         int32          the window's position in its track (0, 1, …; filtered ones keep their number)
@@ -13,20 +12,28 @@
         vocal_latents  float16 [K·d, F]  the vocal's latent query (same codec)
         codes          int16   [K, F]    accompaniment codes
         captions       list[string]      the track's captions (empty when it has none)
-    OUT/prepare_report.json   per track: kept windows, skipped windows or track with the reason
+    OUT/dataset/latent_stats.json  :class:`~discodiff.latents.LatentStats` of the accompaniment latents
+    OUT/prepare_report.json   per track: kept windows, skipped windows or track with the reason, warnings;
+                              folders that are not tracks, with the reason
     OUT/text_cache/           optional frozen text-encoder outputs per caption (:mod:`.text_cache`)
     OUT/shards/               one finished track per file; what a rerun resumes from
+
+The dataset and its statistics are published together: both are built in a hidden sibling folder that
+then replaces ``OUT/dataset`` (:func:`discodiff.outputs.atomic_directory`), so a reader sees the old
+complete pair or the new one, never rows of one run with the statistics of another. (Caches written
+before this layout kept ``latent_stats.json`` next to ``dataset/``; rerunning ``prepare`` resumes and
+republishes them.)
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..codec import DacCodec
+from ..outputs import atomic_file
 
 CODEC_FILE = "codec.json"
 LATENT_STATS_FILE = "latent_stats.json"
@@ -93,7 +100,8 @@ class CacheLayout:
 
     @property
     def latent_stats_file(self) -> Path:
-        return self.root / LATENT_STATS_FILE
+        """Inside :attr:`dataset_dir`, so that both are replaced in one step."""
+        return self.dataset_dir / LATENT_STATS_FILE
 
     @property
     def dataset_dir(self) -> Path:
@@ -114,8 +122,9 @@ class CacheLayout:
     def require_dataset(self) -> Path:
         """The dataset directory; ``FileNotFoundError`` naming the command that makes it when missing."""
         if not (self.dataset_dir / "dataset_info.json").is_file() or not self.latent_stats_file.is_file():
-            raise FileNotFoundError(f"{self.root} holds no finished latent cache ({DATASET_DIR}/, {LATENT_STATS_FILE}); "
-                                    "make one with `discodiff prepare STEMS_DIR --out <dir>` (a rerun resumes)")
+            raise FileNotFoundError(f"{self.root} holds no finished latent cache ({DATASET_DIR}/ with "
+                                    f"{DATASET_DIR}/{LATENT_STATS_FILE}); make one with "
+                                    "`discodiff prepare STEMS_DIR --out <dir>` (a rerun resumes)")
         return self.dataset_dir
 
 
@@ -135,15 +144,13 @@ def window_features(latent_channels: int, n_codebooks: int, window_frames: int):
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temporary path)`` and move the result onto ``path`` in one step (``os.replace``).
-
-    A process killed midway leaves at most a ``*.tmp-<pid>`` file, never a partial ``path``.
-    """
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    write(temporary)
-    os.replace(temporary, path)
-    return path
+    """Call ``write(temporary path)`` and move the result onto ``path`` in one step
+    (:func:`discodiff.outputs.atomic_file`: a kill midway leaves at most a hidden ``.<stem>.tmp-<pid><suffix>``)."""
+    with atomic_file(path) as temporary:
+        write(temporary)
+    return Path(path)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`write_atomic`."""
     return write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))

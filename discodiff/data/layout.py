@@ -11,7 +11,9 @@ A rendered corpus looks like::
 
 Readers also accept MUSDB-style folders: ``vocals.*`` with either ``accompaniment.*`` or the
 stems ``drums.* / bass.* / other.*`` (summed by the reader), with or without ``mixture.*``, in any
-of wav/flac/ogg/mp3. A track id is the track folder's path relative to the root.
+of wav/flac/ogg/mp3. A track id is the track folder's path relative to the root. A folder that holds
+audio files but not both a vocal and an accompaniment is an :class:`IncompleteFolder`, reported with
+the reason by :func:`scan_stem_folders` (hidden files such as ``._vocals.wav`` are ignored).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+from ..errors import DataError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 VOCALS = "vocals"
@@ -66,32 +70,68 @@ class StemPair:
         return self.vocals.parent / METADATA_FILE
 
 
+@dataclass(frozen=True)
+class IncompleteFolder:
+    """A folder with audio files that is not a usable track: ``path`` relative to the root, and why."""
+
+    path: str
+    reason: str
+
+
+NO_VOCALS = f"no vocal stem ({VOCALS}.*)"
+NO_ACCOMPANIMENT = f"no accompaniment stem ({ACCOMPANIMENT}.* or {'/'.join(INSTRUMENT_STEMS)}.*)"
+
+
 def _stem_file(folder: Path, stem: str) -> Path | None:
     """The single ``stem.<audio suffix>`` file in ``folder``, ``None`` if absent."""
     found = [folder / f"{stem}{suffix}" for suffix in AUDIO_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
     if len(found) > 1:
-        raise ValueError(f"{folder}: several '{stem}' files ({', '.join(p.name for p in found)}); keep one")
+        raise DataError(f"{folder}: several '{stem}' files ({', '.join(p.name for p in found)}); keep one")
     return found[0] if found else None
+
+
+def _is_audio_file(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
+def scan_stem_folders(root: str | Path) -> tuple[list[StemPair], list[IncompleteFolder]]:
+    """Every folder under ``root`` (any depth, ``root`` included) that holds audio files: the complete
+    tracks (as :func:`find_stem_pairs` returns them) and the incomplete folders with the reason, both sorted.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a directory.
+        DataError: a folder holds the same stem in two formats.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory; pass the folder that holds the track folders")
+    pairs, incomplete = [], []
+    for folder in sorted({path.parent for path in root.rglob("*") if _is_audio_file(path)}):
+        track_id = folder.relative_to(root).as_posix()
+        vocals = _stem_file(folder, VOCALS)
+        accompaniment = _stem_file(folder, ACCOMPANIMENT)
+        stems = (accompaniment,) if accompaniment else tuple(filter(None, (_stem_file(folder, s) for s in INSTRUMENT_STEMS)))
+        if vocals and stems:
+            pairs.append(StemPair(track_id, vocals, stems, _stem_file(folder, MIXTURE)))
+        elif vocals or stems:
+            incomplete.append(IncompleteFolder(track_id, NO_ACCOMPANIMENT if vocals else NO_VOCALS))
+        else:
+            audio = sorted(path.name for path in folder.iterdir() if _is_audio_file(path))
+            listed = ", ".join(audio[:3]) + (f" and {len(audio) - 3} more" if len(audio) > 3 else "")
+            incomplete.append(IncompleteFolder(track_id, f"no recognised stems ({VOCALS}.* with {ACCOMPANIMENT}.* or "
+                                                         f"{'/'.join(INSTRUMENT_STEMS)}.*) among {listed}"))
+    return sorted(pairs, key=lambda pair: pair.track_id), incomplete
 
 
 def find_stem_pairs(root: str | Path) -> list[StemPair]:
     """Every track folder under ``root`` (any depth) with a vocal stem and an accompaniment, sorted by id.
+    :func:`scan_stem_folders` also returns the folders left out and why.
 
     Raises:
         FileNotFoundError: ``root`` is not a directory.
         ValueError: a folder holds the same stem in two formats.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such directory; pass the folder that holds the track folders")
-    pairs = []
-    for folder in sorted({path.parent for suffix in AUDIO_SUFFIXES for path in root.rglob(f"{VOCALS}{suffix}")}):
-        vocals = _stem_file(folder, VOCALS)
-        accompaniment = _stem_file(folder, ACCOMPANIMENT)
-        stems = (accompaniment,) if accompaniment else tuple(filter(None, (_stem_file(folder, s) for s in INSTRUMENT_STEMS)))
-        if stems:
-            pairs.append(StemPair(folder.relative_to(root).as_posix(), vocals, stems, _stem_file(folder, MIXTURE)))
-    return sorted(pairs, key=lambda pair: pair.track_id)
+    return scan_stem_folders(root)[0]
 
 
 def write_captions(path: str | Path, records: Iterable[dict]) -> Path:

@@ -23,6 +23,8 @@ from music21 import stream
 from scipy.io import wavfile
 from tqdm.auto import tqdm
 
+from ..errors import DataError, ExistingWorkError
+from ..outputs import atomic_file
 from .arrangement import Arrangement, draw_arrangement
 from .corpus_captions import PieceDescription, caption_phrasings, period_for_composer
 from .layout import CAPTIONS_FILE, REPORT_FILE, StemPair, read_caption_records, write_captions
@@ -205,6 +207,7 @@ def track_metadata(job: _RenderJob, rendered: RenderedPiece) -> dict:
         "piece": job.piece,
         "seed": job.seed,
         "crop_seconds": job.seconds,
+        "transpose_max": job.transpose,
         "tempo_bpm": arrangement.tempo_bpm,
         "transpose_semitones": arrangement.transpose_semitones,
         "key": rendered.key,
@@ -237,8 +240,10 @@ def _render_job(job: _RenderJob) -> RenderedTrack | SkippedPiece:
     paths = StemPair.rendered(job.out_dir, track_id)
     paths.vocals.parent.mkdir(parents=True, exist_ok=True)
     for path, audio in ((paths.vocals, rendered.vocals), (paths.accompaniment[0], rendered.accompaniment), (paths.mixture, rendered.mixture)):
-        wavfile.write(path, rendered.sample_rate, audio)  # float32 WAV; soundfile would stamp the time in it
-    paths.metadata.write_text(json.dumps(track_metadata(job, rendered), indent=2) + "\n", encoding="utf-8")
+        with atomic_file(path) as temporary:
+            wavfile.write(temporary, rendered.sample_rate, audio)  # float32 WAV; soundfile would stamp the time in it
+    with atomic_file(paths.metadata) as temporary:
+        temporary.write_text(json.dumps(track_metadata(job, rendered), indent=2) + "\n", encoding="utf-8")
     warnings = () if rendered.split.melody_found_by_name else (
         f"no part is named like a melody (Soprano, Cantus, Voice, ...); the highest part '{rendered.split.melody.name}' is sung",
     )
@@ -256,6 +261,28 @@ def _run_jobs(jobs: list[_RenderJob], workers: int) -> Iterator[RenderedTrack | 
         yield from pool.map(_render_job, jobs)
 
 
+SETTINGS_KEYS = {"seed": "seed", "crop_seconds": "seconds", "transpose_max": "transpose", "soundfont": "soundfont"}
+
+
+def _conflicting_tracks(jobs: Sequence[_RenderJob]) -> list[str]:
+    """Tracks already in the output folder that were rendered with other settings, as ``track (key old → new)``."""
+    conflicts = []
+    for job in jobs:
+        metadata_file = StemPair.rendered(job.out_dir, track_id_for(job.piece)).metadata
+        if not metadata_file.is_file():
+            continue
+        try:
+            earlier = json.loads(metadata_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            conflicts.append(f"{track_id_for(job.piece)} (unreadable metadata.json)")
+            continue
+        now = {"seed": job.seed, "crop_seconds": job.seconds, "transpose_max": job.transpose, "soundfont": job.soundfont.name}
+        changed = [f"{SETTINGS_KEYS[key]} {earlier.get(key)} → {value}" for key, value in now.items() if earlier.get(key) != value]
+        if changed:
+            conflicts.append(f"{track_id_for(job.piece)} ({', '.join(changed)})")
+    return conflicts
+
+
 def render_corpus(
     pieces: Sequence[str] = DEFAULT_PIECES,
     out_dir: str | Path = "rendered",
@@ -265,6 +292,7 @@ def render_corpus(
     transpose: int = 0,
     progress: bool = True,
     soundfont: str | Path = DEFAULT_SOUNDFONT,
+    overwrite: bool = False,
 ) -> RenderReport:
     """Render corpus pieces to ``out_dir`` in the :mod:`~discodiff.data.layout` format.
 
@@ -281,22 +309,34 @@ def render_corpus(
             ``[-transpose, transpose]`` (0: off).
         progress: show a progress bar.
         soundfont: General MIDI ``.sf2`` file.
+        overwrite: replace tracks that ``out_dir`` holds from a render with other settings (seed, seconds,
+            transpose, soundfont); without it they are refused before any work. A track rendered again with
+            the same settings comes out byte-identical.
 
     Raises:
         RendererUnavailableError: FluidSynth or the soundfont is missing (checked before any work).
-        ValueError: a setting is out of range.
+        DataError: a setting is out of range, or a pattern matches no corpus piece (checked before any work).
+        ExistingWorkError: a requested track exists with other settings and ``overwrite`` is False.
     """
-    if seconds is not None and seconds <= 0:
-        raise ValueError(f"seconds={seconds}: must be positive, or None for whole pieces")
+    if seconds is not None and not 0 < seconds < float("inf"):
+        raise DataError(f"seconds={seconds}: must be a positive number, or None for whole pieces")
     if workers < 1:
-        raise ValueError(f"workers={workers}: must be at least 1")
+        raise DataError(f"workers={workers}: must be at least 1")
     if transpose < 0:
-        raise ValueError(f"transpose={transpose}: give the largest shift in semitones as a number >= 0")
+        raise DataError(f"transpose={transpose}: give the largest shift in semitones as a number >= 0")
     FluidSynthRenderer(soundfont)
     out_dir = Path(out_dir)
     names, unmatched = resolve_pieces(list(pieces))
-    report = RenderReport(skipped=[SkippedPiece(p, "no piece in the music21 corpus matches it") for p in unmatched])
+    if unmatched:
+        raise DataError(f"no piece in the music21 corpus matches {', '.join(repr(p) for p in unmatched)}; "
+                        "list the pieces with `discodiff render-corpus --list 'bach/*'`")
+    report = RenderReport()
     jobs = [_RenderJob(name, out_dir, seconds, seed, transpose, Path(soundfont)) for name in names]
+    conflicts = _conflicting_tracks(jobs)
+    if conflicts and not overwrite:
+        shown = "; ".join(conflicts[:3]) + (f"; and {len(conflicts) - 3} more" if len(conflicts) > 3 else "")
+        raise ExistingWorkError(f"{out_dir} already holds {len(conflicts)} of these tracks rendered with other settings "
+                                f"({shown}); pass --overwrite to replace them, or choose another --out")
     results = list(tqdm(_run_jobs(jobs, workers), total=len(jobs), desc="rendering", unit="piece", disable=not progress))
     captions_path = out_dir / CAPTIONS_FILE
     records = {r["track_id"]: r for r in read_caption_records(captions_path)} if captions_path.is_file() else {}
@@ -306,7 +346,8 @@ def render_corpus(
         else:
             report.rendered.append(result)
             records[result.track_id] = {"track_id": result.track_id, "piece": result.piece, "captions": list(result.captions)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_captions(captions_path, (records[key] for key in sorted(records)))
-    (out_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    with atomic_file(captions_path) as temporary:
+        write_captions(temporary, (records[key] for key in sorted(records)))
+    with atomic_file(out_dir / REPORT_FILE) as temporary:
+        temporary.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report

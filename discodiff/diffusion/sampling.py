@@ -28,6 +28,7 @@ Scheduler choices (``make_scheduler`` defaults; every sampler ends at ``σ_ve = 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -41,6 +42,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import is_torchsde_available
 from tqdm.auto import tqdm
 
+from ..errors import GenerationError
 from .objective import Denoiser, Generators, draw_normal
 
 SCHEDULER_DEFAULTS: dict[str, tuple[type[SchedulerMixin], dict]] = {
@@ -96,6 +98,23 @@ def _check_compatible(scheduler: SchedulerMixin) -> None:
         raise ValueError(f"sigma_data must be 1.0 for a variance-preserving model input, got {scheduler.config.sigma_data}")
 
 
+def check_num_steps(scheduler: SchedulerMixin, num_inference_steps) -> int:
+    """``num_inference_steps`` as an int, or :class:`GenerationError` naming the valid range.
+
+    diffusers does not check: 0 divides by zero (DDIM, DPM-Solver++) or returns no steps (Euler, CosineDPM),
+    a negative count returns the noise unchanged, and the discrete schedulers cannot take more steps than
+    their training schedule has (DDIM raises, DPM-Solver++ silently drops repeated timesteps).
+    """
+    discrete = not isinstance(scheduler, CosineDPMSolverMultistepScheduler)
+    limit = int(scheduler.config.num_train_timesteps) if discrete else None
+    valid = f"1 … {limit} for {type(scheduler).__name__}" if limit else "at least 1"
+    if not isinstance(num_inference_steps, numbers.Integral) or isinstance(num_inference_steps, bool):
+        raise GenerationError(f"num_inference_steps must be a whole number ({valid}), got {num_inference_steps!r}")
+    if num_inference_steps < 1 or (limit is not None and num_inference_steps > limit):
+        raise GenerationError(f"num_inference_steps={num_inference_steps} is out of range: use {valid}")
+    return int(num_inference_steps)
+
+
 def ve_sigma(scheduler: SchedulerMixin, step_index: int) -> float:
     """Variance-exploding noise level ``σ_ve = σ / α`` of step ``step_index`` (after ``set_timesteps``)."""
     if isinstance(scheduler, DDIMScheduler):
@@ -131,9 +150,11 @@ def sample(
     ``denoise(x_t [B, C, L], t [B] float32) → v [B, C, L]`` gets the VP sample. The initial noise is
     drawn from ``generator`` (one, or a list with one per sample) unless ``initial_noise`` (standard
     normal, ``shape``) is given. ``scheduler`` is left untouched: each call steps a fresh copy, so calls
-    are reentrant and equal generators give equal samples.
+    are reentrant and equal generators give equal samples. ``num_inference_steps`` must be at least 1 (and at
+    most the training schedule's length for the discrete schedulers; see :func:`check_num_steps`).
     """
     _check_compatible(scheduler)
+    num_inference_steps = check_num_steps(scheduler, num_inference_steps)
     generator = list(generator) if isinstance(generator, Sequence) else generator  # diffusers wants a list
     scheduler = type(scheduler).from_config(scheduler.config)
     scheduler.set_timesteps(num_inference_steps, device=device)

@@ -15,12 +15,16 @@ from pathlib import Path
 import yaml
 
 from discodiff.configuration import bounded, check_types, load_config
-from discodiff.errors import ConfigError
 from discodiff.diffusion import LOSS_KINDS
+from discodiff.errors import ConfigError
+from discodiff.outputs import atomic_file
 
 STAGES = ("primary", "secondary")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb", "none")
+# what a resumed run may change: how long it runs and what it reports and keeps, never what it computes
+RESUMABLE_KEYS = ("output_dir", "max_steps", "progress", "gradient_checkpointing", "data.num_workers", "logging",
+                  "validation", "samples", "checkpoint")
 
 
 @dataclass
@@ -164,17 +168,28 @@ class TrainConfig:
         return config
 
     def save(self, path: str | Path) -> Path:
-        """Write as YAML; it reads back equal (the model config path is stored absolute)."""
+        """Write as YAML, atomically (a crash leaves the earlier file); it reads back equal (the model config path is
+        stored absolute)."""
         path = Path(path)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        with atomic_file(path) as temporary:
+            temporary.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
         return path
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def differences(self, other: TrainConfig, ignore: Sequence[str] = RESUMABLE_KEYS) -> list[str]:
+        """``key: ours → theirs`` for every value that differs, keys spelt as overrides, sections in ``ignore`` skipped."""
+        ours, theirs = _flatten(self.to_dict()), _flatten(other.to_dict())
+        skipped = tuple(ignore)
+        return [f"{key}: {ours.get(key)!r} → {theirs.get(key)!r}" for key in sorted(ours.keys() | theirs.keys())
+                if ours.get(key) != theirs.get(key) and not any(key == s or key.startswith(s + ".") for s in skipped)]
+
     def check(self, where: str = "config") -> None:
         """Raise a ConfigError naming the first wrong value (type, range or combination) and the valid choices."""
         check_types(self, where)
+        if not self.output_dir.strip():
+            raise ConfigError(f"{where}: output_dir is empty; give the run's folder, e.g. output_dir=runs/{self.stage}")
         if len(self.optimizer.betas) != 2:
             raise ConfigError(f"{where}: optimizer.betas must be two numbers [beta1, beta2], got {self.optimizer.betas}")
         if not self.validation.times:
@@ -182,3 +197,14 @@ class TrainConfig:
         if self.samples.every and self.samples.num_samples > self.validation.num_items:
             raise ConfigError(f"{where}: samples.num_samples ({self.samples.num_samples}) are drawn from the validation items; "
                               f"raise validation.num_items (now {self.validation.num_items}) or lower samples.num_samples")
+
+
+def _flatten(node: dict, prefix: str = "") -> dict:
+    """Nested dicts → ``{"section.key": value}`` (a ``dict`` field such as ``data.options`` is compared whole)."""
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and key != "options":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -8,6 +8,7 @@ process's generator state (and full EMA tensors under FSDP) — it runs on all p
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,14 @@ from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from discodiff.errors import TrainingError
+
 STATE_FILE = "custom_checkpoint_0.pkl"  # accelerate's name for the first (and only) registered object
+
+
+def new_run_id() -> str:
+    """A fresh run id (32 hex digits)."""
+    return uuid.uuid4().hex
 
 
 def process_seed(seed: int, process_index: int) -> int:
@@ -31,14 +39,16 @@ def process_seed(seed: int, process_index: int) -> int:
 
 class TrainingState:
     """``step`` (optimiser steps done), ``batches_seen`` (micro-batches consumed, for the data position),
-    ``generator`` (this process's source of t, condition dropout and noise) and ``ema``.
+    ``generator`` (this process's source of t, condition dropout and noise), ``ema`` and ``run_id`` (the run's
+    identity: checkpoints carry it, a resumed run inherits it; a checkpoint from before run ids keeps the new one).
 
     ``ema`` tracks the prepared model's parameters, so under FSDP it holds each process's shard; checkpoints
     store full tensors either way.
     """
 
-    def __init__(self, ema: EMAModel, seed: int, process_index: int, num_processes: int):
+    def __init__(self, ema: EMAModel, seed: int, process_index: int, num_processes: int, run_id: str | None = None):
         self.ema, self.seed = ema, seed
+        self.run_id = run_id or new_run_id()
         self.process_index, self.num_processes = process_index, num_processes
         self.step = 0
         self.batches_seen = 0
@@ -48,11 +58,12 @@ class TrainingState:
         """Counters, every process's generator state (gathered: call on all processes) and the EMA with full tensors."""
         ema = dict(self.ema.state_dict())
         ema["shadow_params"] = [p.full_tensor() if isinstance(p, DTensor) else p for p in ema["shadow_params"]]
-        return {"step": self.step, "batches_seen": self.batches_seen, "ema": ema,
+        return {"step": self.step, "batches_seen": self.batches_seen, "ema": ema, "run_id": self.run_id,
                 "generators": gather_object([self.generator.get_state()])}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.batches_seen = state["step"], state["batches_seen"]
+        self.run_id = state.get("run_id") or self.run_id
         ema = dict(state["ema"])
         ema["shadow_params"] = [_like(saved, current) for saved, current in zip(ema["shadow_params"], self.ema.shadow_params, strict=True)]
         self.ema.load_state_dict(ema)
@@ -70,7 +81,8 @@ class TrainingState:
         """The EMA parameters stored in ``checkpoint``, in the order of the stage model's ``parameters()``."""
         path = Path(checkpoint) / STATE_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {checkpoint} is not a complete training checkpoint")
+            raise TrainingError(f"{path} not found: {checkpoint} is not a complete training checkpoint; "
+                                "choose another checkpoint of the run")
         return torch.load(path, map_location="cpu", weights_only=False)["ema"]["shadow_params"]
 
 

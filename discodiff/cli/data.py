@@ -1,0 +1,98 @@
+"""Data commands: render-corpus (offline real music) and prepare (the latent cache for training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..codec import DEFAULT_CODEC
+from ..errors import DataError, require_module
+from ..latents import NORMALIZE_PER
+from ..outputs import check_output_dir
+from .common import BackendOption, QuietOption, check_choice, library_progress
+
+MAX_WORKERS = 64
+
+
+def render_corpus(
+    pieces: list[str] = typer.Option(["bach/bwv66.6"], "--pieces",
+                                     help="music21 corpus paths or globs, repeatable or comma-separated (train on bach/... only)."),
+    out: Path = typer.Option(Path("rendered"), "--out", help="Output folder: <track_id>/{vocals,accompaniment,mixture}.wav, captions.jsonl."),
+    seconds: float = typer.Option(None, "--seconds", min=0.1, max=3600.0, help="Keep at most this many seconds per piece [default: whole pieces]."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed for tempo, instruments and transposition."),
+    workers: int = typer.Option(1, "--workers", min=1, max=MAX_WORKERS, help="Parallel rendering processes."),
+    transpose: int = typer.Option(0, "--transpose", min=0, max=12, help="Transpose each piece by a random shift of up to ± this many semitones."),
+    soundfont: Path = typer.Option(None, "--soundfont", help="General MIDI .sf2 file [default: FluidR3_GM from Debian fluid-soundfont-gm]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace tracks in --out that were rendered with other settings."),
+    list_pieces: bool = typer.Option(False, "--list", help="Only list the corpus pieces that --pieces matches."),
+    quiet: bool = QuietOption,
+) -> None:
+    """Render music21 corpus scores to vocal / accompaniment / mixture stems with captions (needs the render extra)."""
+    require_module("music21", "render", "render-corpus")
+    require_module("fluidsynth", "render", "render-corpus")
+    from ..data.render import render_corpus as render
+    from ..data.scores import resolve_pieces
+    from ..data.synth import DEFAULT_SOUNDFONT
+
+    if list_pieces:
+        names, unmatched = resolve_pieces(pieces)
+        if unmatched:
+            raise DataError(f"no piece in the music21 corpus matches {', '.join(repr(p) for p in unmatched)}")
+        typer.echo("\n".join(names))
+        return
+    check_output_dir(out, what="--out", marker="captions.jsonl", reuse=True)
+    report = render(pieces, out, seconds=seconds, seed=seed, workers=workers, transpose=transpose, progress=not quiet,
+                    soundfont=soundfont or DEFAULT_SOUNDFONT, overwrite=overwrite)
+    typer.echo(f"{out}: {len(report.rendered)} tracks, {report.audio_seconds:.1f} s of audio; {len(report.skipped)} skipped")
+    for skipped in report.skipped:
+        typer.echo(f"  skipped {skipped.piece}: {skipped.reason}")
+    if not report.rendered:
+        raise DataError(f"nothing was rendered: every requested piece was skipped (reasons above, and in {out}/render_report.json)")
+
+
+def prepare(
+    input_dir: Path = typer.Argument(..., help="Track folders with vocals + accompaniment (or drums/bass/other) stems; mixes with --separate."),
+    out: Path = typer.Option(..., "--out", help="Cache folder: dataset/, codec.json, prepare_report.json. A rerun resumes it."),
+    codec: str = typer.Option(DEFAULT_CODEC, "--codec", help="Hub id, local DacModel directory, .pth (descript backend), or 'tiny' (random, for demos)."),
+    codec_backend: str = BackendOption,
+    separate: bool = typer.Option(False, "--separate", help="INPUT_DIR holds mixes: split each with Demucs htdemucs (needs the 'separation' extra)."),
+    captions: Path = typer.Option(None, "--captions", help=".jsonl, .csv (track_id,caption) or datasets folder [default: INPUT_DIR/captions.jsonl if present]."),
+    window_seconds: float = typer.Option(29.0, "--window-seconds", min=0.5, max=600.0, help="Window length."),
+    hop_seconds: float = typer.Option(None, "--hop-seconds", min=0.1, max=600.0, help="Window hop [default: the window length]."),
+    min_seconds: float = typer.Option(5.0, "--min-seconds", min=0.0, max=600.0, help="Keep a last, shorter window if it lasts at least this long."),
+    quiet_dbfs: float = typer.Option(-25.0, "--quiet-dbfs", min=-120.0, max=0.0, help="Drop windows whose accompaniment RMS is below this."),
+    vocal_margin_db: float = typer.Option(5.0, "--vocal-margin-db", min=-60.0, max=60.0, help="Drop windows whose vocal RMS exceeds the accompaniment's by more."),
+    normalize_per: str = typer.Option("codebook", "--normalize-per", help=f"Latent statistics per {' or per '.join(NORMALIZE_PER)}."),
+    workers: int = typer.Option(1, "--workers", min=1, max=MAX_WORKERS, help="Processes decoding audio (encoding runs in the main process)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, max=1024, help="Windows per encoder call."),
+    quiet: bool = QuietOption,
+) -> None:
+    """Encode stems (or separated mixes) into a resumable latent cache for training."""
+    from ..data.cache import CacheLayout
+    from ..data.prepare import load_codec, prepare_latent_cache
+    from ..data.separation import DemucsSeparator
+    from ..data.windows import WindowSettings
+
+    check_choice("--normalize-per", normalize_per, NORMALIZE_PER)
+    if min_seconds > window_seconds:
+        raise DataError(f"--min-seconds {min_seconds:g} exceeds --window-seconds {window_seconds:g}; a last window cannot be longer than a window")
+    if not input_dir.is_dir():
+        raise DataError(f"{input_dir}: no such folder; pass the folder that holds the track folders (e.g. the --out of render-corpus)")
+    check_output_dir(out, what="--out", marker="shards", reuse=True)
+    windows = WindowSettings(window_seconds, hop_seconds, min_seconds, quiet_dbfs, vocal_margin_db)
+    with library_progress(not quiet):
+        separator = DemucsSeparator() if separate else None
+        report = prepare_latent_cache(input_dir, out, load_codec(codec, codec_backend), codec, windows=windows,
+                                      captions=captions, separator=separator, normalize_per=normalize_per,
+                                      workers=workers, batch_size=batch_size, progress=not quiet)
+    typer.echo(f"{out}: {report.kept_windows} windows ({report.kept_seconds / 3600:.2f} h) from {report.kept_tracks} "
+               f"of {len(report.tracks)} tracks ({report.resumed} finished by an earlier run)")
+    for label, counts in (("tracks skipped", report.skipped_tracks), ("windows skipped", report.skipped_windows)):
+        if counts:
+            typer.echo(f"  {label}: " + ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items())))
+    for folder in getattr(report, "skipped_folders", []):
+        typer.echo(f"  skipped folder {folder['path']}: {folder['reason']}")
+    if report.uncaptioned:
+        typer.echo(f"  {len(report.uncaptioned)} tracks without captions (empty caption lists)")
+    typer.echo(f"  details: {CacheLayout(out).report_file}")

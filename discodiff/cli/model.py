@@ -1,0 +1,142 @@
+"""Model commands: new-model (a randomly initialised model directory) and sample (generate audio)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..audio import save_audio, wav_bytes
+from ..config import MAX_DURATION_SECONDS, MAX_INFERENCE_STEPS
+from ..diffusion.sampling import SCHEDULERS
+from ..errors import ConfigError
+from ..outputs import AUDIO_OUTPUT_SUFFIXES, check_output_dir, check_output_file
+from .common import QuietOption, check_choice, library_progress, read_input
+
+MODEL_MARKER = "pipeline.json"
+MIN_DURATION_SECONDS = 0.05
+MAX_SEED = 2**63 - 1
+MAX_BATCH_SIZE = 256
+
+
+def new_model(
+    out_dir: Path = typer.Argument(..., help="Model directory to create (new or empty)."),
+    config: Path = typer.Option(..., "--config", help="Model config, e.g. configs/tiny.yaml."),
+    overrides: list[str] = typer.Option([], "--set", help="Config override key=value (repeatable), e.g. --set sampling.duration=10."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Initialisation seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it already holds a model."),
+) -> None:
+    """Write a randomly initialised model directory (tiny configs build their own codec and text encoder)."""
+    from ..build import build_pipeline
+    from ..config import DiscoDiffConfig
+
+    model_config = DiscoDiffConfig.from_yaml(config, overrides)
+    check_output_dir(out_dir, what="model directory", marker=MODEL_MARKER, overwrite=overwrite)
+    pipeline = build_pipeline(model_config, seed=seed)
+    parameters = sum(module.num_parameters() for module in (pipeline.primary, pipeline.secondary))
+    check_output_dir(out_dir, what="model directory", marker=MODEL_MARKER, overwrite=overwrite, expected_bytes=8 * parameters)
+    with library_progress(False):
+        pipeline.save_pretrained(out_dir)
+    sizes = ", ".join(f"{name} {module.num_parameters() / 1e6:.2f}M" for name, module in
+                      (("primary", pipeline.primary), ("secondary", pipeline.secondary)))
+    typer.echo(f"wrote untrained model to {out_dir} ({sizes} parameters); its samples are noise until trained")
+
+
+def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
+    """The prompts of ``--prompt`` or ``--prompts-file`` (one per line, blank lines skipped)."""
+    if (prompt is None) == (prompts_file is None):
+        raise ConfigError("give exactly one of --prompt or --prompts-file")
+    if prompt is not None:
+        if not prompt.strip():
+            raise ConfigError("--prompt is empty; describe the music, e.g. --prompt \"a calm Baroque chorale for strings\"")
+        return [prompt]
+    try:
+        lines = prompts_file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"--prompts-file {prompts_file}: not UTF-8 text ({err.reason}); save it as UTF-8") from err
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise ConfigError(f"--prompts-file {prompts_file} holds no prompts (blank lines are skipped); write one prompt per line")
+    return prompts
+
+
+def output_names(path: Path, count: int) -> list[Path]:
+    """``path`` for one output, ``stem_0.suffix``, ``stem_1.suffix`` … for a batch."""
+    return [path] if count == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(count)]
+
+
+def sample(
+    model: Path = typer.Option(..., "--model", help="Model directory (from training export or new-model)."),
+    prompt: str = typer.Option(None, "--prompt", help="Text prompt."),
+    prompts_file: Path = typer.Option(None, "--prompts-file", exists=True, dir_okay=False, readable=True,
+                                      help="UTF-8 text file, one prompt per line (blank lines skipped), for a batch."),
+    vocal: Path = typer.Option(None, "--vocal", help="Vocal recording to accompany; the output takes its length."),
+    duration: float = typer.Option(None, min=MIN_DURATION_SECONDS, max=MAX_DURATION_SECONDS,
+                                   help="Seconds to generate without a vocal [default: the model's]; with --vocal the output takes its length."),
+    out: Path = typer.Option(Path("accompaniment.wav"), "--out",
+                             help=f"Output file ({', '.join(AUDIO_OUTPUT_SUFFIXES)}); a batch adds _0, _1, … to the name."),
+    mix: Path = typer.Option(None, "--mix", help="Also write vocal + accompaniment here (needs --vocal)."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Sampling seed; sample i of a batch uses seed + i."),
+    steps: int = typer.Option(None, "--steps", min=1, max=MAX_INFERENCE_STEPS, help="Inference steps [default: the model's]."),
+    text_guidance: float = typer.Option(None, min=0.0, max=100.0,
+                                        help="Text guidance scale; 1 = no guidance, 0 = ignore the prompt [default: the model's]."),
+    vocal_guidance: float = typer.Option(None, min=0.0, max=100.0,
+                                         help="Vocal guidance scale; 1 = no guidance, 0 = ignore the vocal [default: the model's]."),
+    scheduler: str = typer.Option(None, help=f"Sampler: {', '.join(SCHEDULERS)} [default: the model's]."),
+    batch_size: int = typer.Option(4, min=1, max=MAX_BATCH_SIZE, help="Prompts per forward batch with --prompts-file."),
+    codec: str = typer.Option(None, "--codec", help="Use this local codec directory instead of the model's codec id."),
+    text_encoder: str = typer.Option(None, "--text-encoder", help="Use this local text-encoder directory instead of the model's id."),
+    quiet: bool = QuietOption,
+) -> None:
+    """Generate music (an accompaniment when --vocal is given) from a text prompt."""
+    import torch
+
+    from ..diffusion import make_scheduler
+    from ..pipeline import DiscoDiffPipeline
+
+    prompts = read_prompts(prompt, prompts_file)
+    if scheduler is not None:
+        check_choice("--scheduler", scheduler, SCHEDULERS)
+    if duration is not None and vocal is not None:
+        raise ConfigError(f"--duration {duration:g} and --vocal both set the length; the output takes the vocal's length, so drop --duration")
+    if mix is not None and vocal is None:
+        raise ConfigError("--mix needs --vocal (the mix is vocal + accompaniment); add --vocal take.wav or drop --mix")
+    outs, mixes = output_names(out, len(prompts)), output_names(mix, len(prompts)) if mix is not None else []
+    if mix is not None and out.resolve() == mix.resolve():
+        raise ConfigError(f"--out and --mix are both {out}; give them different names")
+    inputs = [p for p in (vocal, prompts_file) if p is not None]
+    for name in outs + mixes:
+        check_output_file(name, AUDIO_OUTPUT_SUFFIXES, what="--mix" if name in mixes else "--out", inputs=inputs)
+    vocal_audio, vocal_rate = read_input(vocal) if vocal is not None else (None, None)
+    if vocal_audio is not None and vocal_audio.shape[-1] / vocal_rate > MAX_DURATION_SECONDS:
+        raise ConfigError(f"--vocal {vocal} lasts {vocal_audio.shape[-1] / vocal_rate:.0f} s; at most {MAX_DURATION_SECONDS:.0f} s "
+                          "can be generated in one window (long-form generation is not available yet): cut the take")
+
+    with library_progress(not quiet):
+        pipeline = DiscoDiffPipeline.from_pretrained(model, codec=codec, text_encoder=text_encoder)
+        if scheduler is not None:
+            pipeline.scheduler = make_scheduler(scheduler)
+        rate = pipeline.codec.sample_rate
+        if vocal_audio is not None:
+            from ..audio import resample
+
+            vocal_audio = resample(vocal_audio, vocal_rate, rate)
+            num_samples = vocal_audio.shape[-1]
+        else:
+            num_samples = round((duration if duration is not None else pipeline.defaults["duration"]) * rate)
+        for name in outs + mixes:
+            check_output_file(name, AUDIO_OUTPUT_SUFFIXES, expected_bytes=len(outs + mixes) * wav_bytes(num_samples))
+        for first in range(0, len(prompts), batch_size):
+            batch = prompts[first : first + batch_size]
+            generators = [torch.Generator().manual_seed(seed + first + i) for i in range(len(batch))]
+            audios = pipeline(batch, vocal=vocal_audio, duration=duration, num_inference_steps=steps, text_guidance=text_guidance,
+                              vocal_guidance=vocal_guidance, generator=generators, output_type="pt", progress=not quiet).audios
+            for i, audio in enumerate(audios.cpu()):
+                index = first + i
+                save_audio(outs[index], audio, rate)
+                line = f"{outs[index]}: {audio.shape[-1] / rate:.2f} s  «{batch[i]}»"
+                if mixes:
+                    mixture = audio + vocal_audio[..., : audio.shape[-1]]
+                    save_audio(mixes[index], mixture / max(1.0, float(mixture.abs().max())), rate)
+                    line += f"; mix {mixes[index]}"
+                typer.echo(line)
