@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -37,13 +38,20 @@ def fail(message: str) -> None:
     raise SystemExit(EXIT_ERROR)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def reports_errors(command: Command) -> Command:
-    """Decorate a command so that user errors end it with one line and exit status 1 (see the module docstring)."""
+    """Decorate a command so that user errors end it with one line and exit status 1, and warnings print as
+    ``warning: …`` lines (see the module docstring)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                return command(*args, **kwargs)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(EXIT_INTERRUPTED) from None
