@@ -12,9 +12,15 @@ without one, the vocal context is the learned null in every row.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
+import math
+import numbers
+import os
+import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +31,32 @@ from diffusers.utils import BaseOutput
 
 from .audio import load_audio
 from .codec import DacCodec
+from .codec.backends import BACKENDS
 from .conditioning import DacLatentFeatures
-from .diffusion import guided_denoiser, make_scheduler, sample
+from .conditioning.text import TEXT_CONDITIONERS
+from .config import MAX_DURATION_SECONDS, MAX_INFERENCE_STEPS
+from .diffusion import guided_denoiser, sample
 from .diffusion.objective import Denoiser, Generators
+from .diffusion.sampling import SCHEDULER_DEFAULTS, _check_compatible, check_num_steps
+from .errors import GenerationError, ModelDirectoryError
 from .latents import LatentStats, merge_latents
 from .models import UNet1DConditionModel
+from .outputs import atomic_directory
 
 PIPELINE_FILE = "pipeline.json"
+LATENT_STATS_FILE = "latent_stats.json"
+SCHEDULER_DIR, SCHEDULER_CONFIG = "scheduler", "scheduler_config.json"
+MODEL_CONFIG, MODEL_WEIGHTS = "config.json", "diffusion_pytorch_model.safetensors"
+COMPONENTS = ("codec", "text_encoder", "primary", "secondary", "primary_vocal_encoder", "secondary_vocal_encoder",
+              SCHEDULER_DIR, LATENT_STATS_FILE, PIPELINE_FILE)
 OUTPUT_TYPES = ("np", "pt", "latent")
+MAX_GUIDANCE = 100.0
+LONG_DURATION_FACTOR = 2.0  # warn past this multiple of the model's default duration (its training window)
+REPAIR = "re-export the model (training export or `discodiff new-model`) or copy the model directory again"
+
+
+class LongDurationWarning(UserWarning):
+    """The requested length is far past the model's training window; quality degrades there."""
 
 
 @dataclass
@@ -118,7 +142,7 @@ class DiscoDiffPipeline:
         then to tokens by each stage's vocal encoder.
         """
         if vocal is not None and not self.has_vocal_encoder:
-            raise ValueError("this model has no vocal encoder (vocal_encoder.enabled was false); sample without a vocal")
+            raise GenerationError("this model has no vocal encoder (vocal_encoder.enabled was false); sample without a vocal")
         text = self.text_encoder(list(prompts), device=self.device)
         if not self.has_vocal_encoder:
             return (Conditions([text.sequence], [text.mask], text.pooled),) * 2
@@ -168,42 +192,50 @@ class DiscoDiffPipeline:
     ) -> DiscoDiffPipelineOutput:
         """Generate accompaniment/music.
 
+        Every argument is checked before any model runs; a bad one raises :class:`GenerationError` naming
+        the valid range. ``None`` means the model's default (from its sampling config) for every setting.
+
         Args:
-            prompt: one prompt or a list (batch size ``B``).
-            vocal: a file, or audio ``[T]``, ``[1, T]`` or ``[B, 1, T]`` at the codec rate; the output then
-                has the vocal's length. ``None``: music from text alone, ``duration`` seconds long.
-            duration: seconds of audio without a vocal (default from the model's sampling config).
-            num_inference_steps, text_guidance, vocal_guidance: default from the model's sampling config.
-            generator: a ``torch.Generator`` or a list of one per sample.
+            prompt: one prompt or a non-empty list (batch size ``B``); not all of them blank.
+            vocal: a file, or audio ``[T]``, ``[1, T]`` or ``[B, 1, T]`` at the codec rate, at most
+                ``MAX_DURATION_SECONDS`` long; the output then has the vocal's length. ``None``: music from
+                text alone, ``duration`` seconds long.
+            duration: seconds of audio without a vocal, in ``(0, MAX_DURATION_SECONDS]``. Lengths beyond
+                twice the default (the training window) give a :class:`LongDurationWarning`.
+            num_inference_steps: a whole number in ``1 … MAX_INFERENCE_STEPS``.
+            text_guidance, vocal_guidance: finite, in ``0 … 100`` (1 = unguided, 0 ignores the condition).
+            generator: a ``torch.Generator`` or a list of exactly ``B`` of them.
             primary_latents: ``[B, d, L]`` denormalised primary latents: skip the primary U-Net and run
                 the secondary alone (the paper's "w/ PL").
             output_type: ``np`` / ``pt`` audio, or ``latent`` (no decoding).
             progress: show progress bars.
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got '{output_type}'")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        steps = num_inference_steps or self.defaults["num_inference_steps"]
-        text_guidance = self.defaults["text_guidance"] if text_guidance is None else text_guidance
-        vocal_guidance = self.defaults["vocal_guidance"] if vocal_guidance is None else vocal_guidance
+        prompts = self._check_prompts(prompt)
+        steps, text_guidance, vocal_guidance = self._check_sampling_arguments(
+            num_inference_steps, text_guidance, vocal_guidance, duration, generator, len(prompts), output_type)
+        if vocal is not None and not self.has_vocal_encoder:
+            raise GenerationError("this model has no vocal encoder (vocal_encoder.enabled was false); sample without a vocal")
 
         vocal_audio = self._vocal_batch(vocal, len(prompts))
         if vocal_audio is not None:
             num_samples = vocal_audio.shape[-1]
         else:
-            num_samples = round((duration or self.defaults["duration"]) * self.codec.sample_rate)
+            num_samples = round((self.defaults["duration"] if duration is None else duration) * self.codec.sample_rate)
+            if num_samples < 1:
+                raise GenerationError(f"duration={duration} s is shorter than one sample at {self.codec.sample_rate} Hz")
+        self._warn_long(num_samples / self.codec.sample_rate, "the vocal" if vocal_audio is not None else "duration")
         frames = self.codec.frames_for(num_samples)
+        d = self.codec.codebook_dim
+        if primary_latents is not None and tuple(primary_latents.shape) != (len(prompts), d, frames):
+            raise GenerationError(f"primary_latents must be [{len(prompts)}, {d}, {frames}] for this input, "
+                                  f"got {tuple(primary_latents.shape)}")
+
         primary_conditions, secondary_conditions = self.conditions(prompts, vocal_audio)
         scales = [text_guidance, vocal_guidance] if vocal_audio is not None else [text_guidance]
-        d = self.codec.codebook_dim
-
         if primary_latents is None:
             primary = sample(self.denoiser(self.primary, primary_conditions, scales), (len(prompts), d, frames),
                              self.scheduler, steps, generator, self.device, progress=progress)
         else:
-            if primary_latents.shape != (len(prompts), d, frames):
-                raise ValueError(f"primary_latents must be [{len(prompts)}, {d}, {frames}] for this input, "
-                                 f"got {tuple(primary_latents.shape)}")
             primary = self.latent_stats.normalize(primary_latents.to(self.device))
         secondary = sample(self.denoiser(self.secondary, secondary_conditions, scales, clean_prefix=primary),
                            (len(prompts), self.codec.latent_channels - d, frames),
@@ -217,6 +249,58 @@ class DiscoDiffPipeline:
         audio = self.codec.decode_latents(latents, length=num_samples, progress=progress)
         return DiscoDiffPipelineOutput(audios=audio.cpu().numpy() if output_type == "np" else audio, latents=latents)
 
+    @staticmethod
+    def _check_prompts(prompt) -> list[str]:
+        """The prompts as a list; :class:`GenerationError` for no prompt, non-strings or only blank prompts."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise GenerationError("prompt is an empty list; pass at least one prompt")
+        wrong = next((p for p in prompts if not isinstance(p, str)), None)
+        if wrong is not None:
+            raise GenerationError(f"every prompt must be a string, got {type(wrong).__name__} {wrong!r}")
+        if not any(p.strip() for p in prompts):
+            which = "the prompt is" if len(prompts) == 1 else f"all {len(prompts)} prompts are"
+            raise GenerationError(f"{which} blank; describe the music to generate (e.g. 'a calm piano ballad')")
+        return prompts
+
+    def _check_sampling_arguments(self, steps, text_guidance, vocal_guidance, duration, generator, batch_size: int,
+                                  output_type: str) -> tuple[int, float, float]:
+        """Validate every scalar argument of :meth:`__call__` before any compute (None = the model's default);
+        returns ``(steps, text_guidance, vocal_guidance)``."""
+        if output_type not in OUTPUT_TYPES:
+            raise GenerationError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        steps = self.defaults["num_inference_steps"] if steps is None else steps
+        if not _is_integer(steps) or not 1 <= steps <= MAX_INFERENCE_STEPS:
+            raise GenerationError(f"num_inference_steps={steps!r}: must be a whole number in 1 … {MAX_INFERENCE_STEPS} "
+                                  f"(this model's default is {self.defaults['num_inference_steps']})")
+        check_num_steps(self.scheduler, steps)  # the scheduler's own limit (discrete ones: its training steps)
+        scales = []
+        for name, value in (("text_guidance", text_guidance), ("vocal_guidance", vocal_guidance)):
+            value = self.defaults[name] if value is None else value
+            if not _is_real(value) or not math.isfinite(value) or not 0 <= value <= MAX_GUIDANCE:
+                raise GenerationError(f"{name}={value!r}: must be a number in 0 … {MAX_GUIDANCE:g} "
+                                      "(1 = unguided, 0 ignores the condition)")
+            scales.append(float(value))
+        if duration is not None:
+            if not _is_real(duration) or not math.isfinite(duration) or not 0 < duration <= MAX_DURATION_SECONDS:
+                longer = (" (long-form generation does not exist yet)"
+                          if _is_real(duration) and duration > MAX_DURATION_SECONDS else "")
+                raise GenerationError(f"duration={duration!r} s: must be more than 0 and at most "
+                                      f"{MAX_DURATION_SECONDS:g} s{longer}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            if not isinstance(generator, Sequence) or not all(isinstance(g, torch.Generator) for g in generator):
+                raise GenerationError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}")
+            if len(generator) != batch_size:
+                raise GenerationError(f"got {len(generator)} generators for {batch_size} prompt(s); "
+                                      "pass one per prompt or a single generator")
+        return int(steps), scales[0], scales[1]
+
+    def _warn_long(self, seconds: float, what: str) -> None:
+        window = float(self.defaults["duration"])
+        if seconds > LONG_DURATION_FACTOR * window:
+            warnings.warn(f"{what} asks for {seconds:.1f} s, more than {LONG_DURATION_FACTOR:g}× this model's "
+                          f"{window:g} s training window: quality degrades past it", LongDurationWarning, stacklevel=4)
+
     def _vocal_batch(self, vocal, batch_size: int) -> torch.Tensor | None:
         """Vocal input → ``[B, 1, T]`` on the pipeline device (a single vocal is shared by all prompts)."""
         if vocal is None:
@@ -225,8 +309,17 @@ class DiscoDiffPipeline:
             vocal = load_audio(vocal, sample_rate=self.codec.sample_rate, mono=True)
         vocal = torch.as_tensor(vocal, dtype=torch.float32)
         vocal = vocal.reshape(1, 1, -1) if vocal.ndim < 3 else vocal
-        if vocal.shape[1] != 1 or vocal.shape[0] not in (1, batch_size):
-            raise ValueError(f"vocal must be [T], [1, T] or [{batch_size}, 1, T] mono audio, got {tuple(vocal.shape)}")
+        if vocal.ndim != 3 or vocal.shape[1] != 1 or vocal.shape[0] not in (1, batch_size):
+            raise GenerationError(f"vocal must be [T], [1, T] or [{batch_size}, 1, T] mono audio, got {tuple(vocal.shape)}")
+        if vocal.shape[-1] == 0:
+            raise GenerationError("the vocal has no samples; pass a vocal recording or none")
+        seconds = vocal.shape[-1] / self.codec.sample_rate
+        if seconds > MAX_DURATION_SECONDS:
+            raise GenerationError(f"the vocal is {seconds:.1f} s long, more than the {MAX_DURATION_SECONDS:g} s one call "
+                                  "can generate (long-form generation does not exist yet); cut it into parts of at most "
+                                  f"{MAX_DURATION_SECONDS:g} s")
+        if not torch.isfinite(vocal).all():
+            raise GenerationError("the vocal holds NaN or infinite samples; pass finite audio")
         return vocal.expand(batch_size, -1, -1).to(self.device)
 
     # --- persistence ---------------------------------------------------------------------------
@@ -234,57 +327,79 @@ class DiscoDiffPipeline:
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write U-Nets, vocal encoder, scheduler and statistics. The codec and text encoder are referenced
         by the id/path in ``sources``; only components marked ``bundled`` there (locally built ones that
-        no hub has, like the tiny test models) are written into ``directory/<name>``."""
+        no hub has, like the tiny test models) are written into ``directory/<name>``.
+
+        The directory is built under a temporary name next to ``directory`` and then swapped in
+        (:func:`~discodiff.outputs.atomic_directory`), so a full disk or a kill never leaves a partial model
+        or destroys the earlier one. Everything is written from memory, so saving back into the directory a
+        pipeline was loaded from works; files of an earlier ``directory`` that are not pipeline components
+        (a README, a codec folder that ``sources`` references by a relative path) are carried over.
+        """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, module in (("codec", self.codec), ("text_encoder", self.text_encoder)):
-            if self.sources[name].get("bundled"):
-                module.save_pretrained(directory / name)
-                self.sources[name]["id"] = name
-        self.primary.save_pretrained(directory / "primary")
-        self.secondary.save_pretrained(directory / "secondary")
-        if self.has_vocal_encoder:
-            self.primary_vocal_encoder.save_pretrained(directory / "primary_vocal_encoder")
-            self.secondary_vocal_encoder.save_pretrained(directory / "secondary_vocal_encoder")
-        self.scheduler.save_pretrained(directory / "scheduler")
-        self.latent_stats.save(directory / "latent_stats.json")
-        manifest = {"sources": self.sources, "defaults": self.defaults, "vocal_encoder": self.has_vocal_encoder}
-        (directory / PIPELINE_FILE).write_text(json.dumps(manifest, indent=1))
+        sources = copy.deepcopy(self.sources)
+        with atomic_directory(directory) as build:
+            for name, module in (("codec", self.codec), ("text_encoder", self.text_encoder)):
+                if sources[name].get("bundled"):
+                    module.save_pretrained(build / name)
+                    sources[name]["id"] = name
+            self.primary.save_pretrained(build / "primary")
+            self.secondary.save_pretrained(build / "secondary")
+            if self.has_vocal_encoder:
+                self.primary_vocal_encoder.save_pretrained(build / "primary_vocal_encoder")
+                self.secondary_vocal_encoder.save_pretrained(build / "secondary_vocal_encoder")
+            self.scheduler.save_pretrained(build / SCHEDULER_DIR)
+            self.latent_stats.save(build / LATENT_STATS_FILE)
+            _carry_over(directory, build, sources)
+            manifest = {"sources": sources, "defaults": self.defaults, "vocal_encoder": self.has_vocal_encoder}
+            (build / PIPELINE_FILE).write_text(json.dumps(manifest, indent=1))
+        self.sources = sources
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, codec: str | None = None, text_encoder: str | None = None,
                         device: torch.device | str | None = None) -> "DiscoDiffPipeline":
-        """Load a pipeline directory; ``codec`` / ``text_encoder`` override the referenced id or path."""
-        import diffusers
+        """Load a pipeline directory; ``codec`` / ``text_encoder`` override the referenced id or path.
 
+        A missing or damaged part raises one :class:`ModelDirectoryError` naming the file or folder (a
+        damaged codec or text encoder directory: :class:`CodecError` / :class:`ConditioningError`, also
+        naming the file). Every tensor read from the directory is copied into memory, so nothing is read
+        from its files later (a later :meth:`save_pretrained` may replace them).
+        """
         from .conditioning import VocalConditioner, build_text_conditioner
 
         directory = Path(directory)
         manifest_path = directory / PIPELINE_FILE
         if not manifest_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a discodiff model directory (no {PIPELINE_FILE}); "
-                                    "create one with `discodiff new-model` or training export")
-        manifest = json.loads(manifest_path.read_text())
+            if directory.is_dir() and (directory / "primary").is_dir():
+                raise ModelDirectoryError(f"{manifest_path}: missing; {REPAIR}")
+            raise ModelDirectoryError(f"{directory} is not a discodiff model directory (no {PIPELINE_FILE}); "
+                                      "create one with `discodiff new-model` or training export")
+        manifest = _read_json_object(manifest_path, "the pipeline manifest")
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise ModelDirectoryError(f"{manifest_path}: {problem}; {REPAIR}")
         sources = manifest["sources"]
-        codec_module = DacCodec.from_pretrained(_resolve(codec or sources["codec"]["id"], directory), backend=sources["codec"]["backend"])
-        text_module = build_text_conditioner(sources["text_encoder"]["kind"], _resolve(text_encoder or sources["text_encoder"]["id"], directory),
+
+        codec_location = _component_location(directory, "codec", sources["codec"], codec)
+        codec_module = DacCodec.from_pretrained(codec_location, backend=sources["codec"]["backend"])
+        text_location = _component_location(directory, "text_encoder", sources["text_encoder"], text_encoder)
+        text_module = build_text_conditioner(sources["text_encoder"]["kind"], text_location,
                                              max_length=sources["text_encoder"]["max_length"])
-        vocal_encoders = {f"{stage}_vocal_encoder": VocalConditioner.from_pretrained(directory / f"{stage}_vocal_encoder")
+        for location, module in ((codec_location, codec_module), (text_location, text_module)):
+            if _inside(location, directory):
+                _in_memory(module)
+        primary = _load_model(UNet1DConditionModel, directory / "primary", "primary U-Net")
+        secondary = _load_model(UNet1DConditionModel, directory / "secondary", "secondary U-Net")
+        vocal_encoders = {f"{stage}_vocal_encoder": _load_model(VocalConditioner, directory / f"{stage}_vocal_encoder",
+                                                                 f"{stage} vocal encoder")
                           for stage in ("primary", "secondary") if manifest["vocal_encoder"]}
-        scheduler_config = json.loads((directory / "scheduler" / "scheduler_config.json").read_text())
-        scheduler_class = getattr(diffusers, scheduler_config["_class_name"])
-        pipeline = cls(
-            codec=codec_module,
-            text_encoder=text_module,
-            primary=UNet1DConditionModel.from_pretrained(directory / "primary"),
-            secondary=UNet1DConditionModel.from_pretrained(directory / "secondary"),
-            scheduler=scheduler_class.from_pretrained(directory / "scheduler"),
-            latent_stats=LatentStats.load(directory / "latent_stats.json"),
-            sources=sources,
-            defaults=manifest["defaults"],
-            **vocal_encoders,
-        )
+        scheduler = _load_scheduler(directory / SCHEDULER_DIR)
+        latent_stats = LatentStats.load(directory / LATENT_STATS_FILE, error=ModelDirectoryError, fix=REPAIR)
+        _check_fit(directory, codec_module, codec_location, text_module, text_location, primary, secondary,
+                   vocal_encoders, latent_stats)
+        pipeline = cls(codec=codec_module, text_encoder=text_module, primary=primary, secondary=secondary,
+                       scheduler=scheduler, latent_stats=latent_stats, sources=sources, defaults=manifest["defaults"],
+                       **vocal_encoders)
         return pipeline.to(device) if device is not None else pipeline
 
 
@@ -292,3 +407,244 @@ def _resolve(id_or_path: str, directory: Path) -> str:
     """A path relative to the model directory if it exists there, else the id/path unchanged."""
     local = directory / id_or_path
     return str(local) if not Path(id_or_path).is_absolute() and local.exists() else str(id_or_path)
+
+
+# --- validation helpers ------------------------------------------------------------------------------
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# --- loading helpers ---------------------------------------------------------------------------------
+
+# What diffusers' ModelMixin / ConfigMixin loaders raise for damaged files: OSError (EnvironmentError: a
+# missing or unparsable file, weights it cannot read), ValueError (weights of the wrong shape, config values
+# our constructors refuse), TypeError / KeyError (config values of the wrong type), RuntimeError (torch on
+# wrong shapes; NotImplementedError for unknown schedule names). SafetensorError is added in _load_errors.
+LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, TypeError, KeyError, RuntimeError)
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (*LOAD_ERRORS, SafetensorError)
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: message`` on one line, cut to 200 characters (library messages run long)."""
+    line = " ".join(part.strip() for part in str(err).split("\n") if part.strip())
+    return f"{type(err).__name__}: {line if len(line) <= 200 else line[:199] + '…'}"
+
+
+def _read_json_object(path: Path, what: str) -> dict:
+    """The JSON object in ``path``, or a :class:`ModelDirectoryError` naming ``path``."""
+    if not path.is_file():
+        raise ModelDirectoryError(f"{path}: missing ({what}); {REPAIR}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelDirectoryError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+                                  f"{REPAIR}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelDirectoryError(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}); {REPAIR}") from err
+    if not isinstance(data, dict):
+        raise ModelDirectoryError(f"{path}: expected a JSON object, got {type(data).__name__}; {REPAIR}")
+    return data
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What is wrong with the structure of a ``pipeline.json`` object (first problem), or None."""
+    def check(where: str, value, valid: Callable[[object], bool], expected: str) -> str | None:
+        return None if valid(value) else f"{where} must be {expected}, got {value!r}"
+
+    def is_dict(value) -> bool:
+        return isinstance(value, dict)
+
+    def text(value) -> bool:
+        return isinstance(value, str) and bool(value)
+
+    missing = [key for key in ("sources", "defaults", "vocal_encoder") if key not in manifest]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    sources, defaults = manifest["sources"], manifest["defaults"]
+    checks = [("sources", sources, is_dict, "an object with codec and text_encoder"),
+              ("defaults", defaults, is_dict, "an object of sampling defaults"),
+              ("vocal_encoder", manifest["vocal_encoder"], lambda v: isinstance(v, bool), "true or false")]
+    for problem in (check(*c) for c in checks):
+        if problem:
+            return problem
+    fields = {
+        "codec": [("id", text, "a hub id or path"), ("backend", lambda v: v in BACKENDS, f"one of {BACKENDS}")],
+        "text_encoder": [("kind", lambda v: isinstance(v, str) and v in TEXT_CONDITIONERS, f"one of {tuple(TEXT_CONDITIONERS)}"),
+                         ("id", text, "a hub id or path"),
+                         ("max_length", lambda v: _is_integer(v) and v >= 1, "a whole number >= 1")],
+    }
+    for name, entries in fields.items():
+        source = sources.get(name)
+        if not is_dict(source):
+            return f"sources.{name} must be an object, got {source!r}"
+        for key, valid, expected in entries:
+            if key not in source:
+                return f"sources.{name}.{key} is missing"
+            problem = check(f"sources.{name}.{key}", source[key], valid, expected)
+            if problem:
+                return problem
+        if not isinstance(source.get("bundled", False), bool):
+            return f"sources.{name}.bundled must be true or false, got {source['bundled']!r}"
+
+    def real_in(low: float, high: float, low_open: bool = False) -> Callable[[object], bool]:
+        return lambda v: _is_real(v) and math.isfinite(v) and (low < v if low_open else low <= v) and v <= high
+
+    defaults_fields = [
+        ("num_inference_steps", lambda v: _is_integer(v) and 1 <= v <= MAX_INFERENCE_STEPS,
+         f"a whole number in 1 … {MAX_INFERENCE_STEPS}"),
+        ("text_guidance", real_in(0.0, MAX_GUIDANCE), f"a number in 0 … {MAX_GUIDANCE:g}"),
+        ("vocal_guidance", real_in(0.0, MAX_GUIDANCE), f"a number in 0 … {MAX_GUIDANCE:g}"),
+        ("duration", real_in(0.0, MAX_DURATION_SECONDS, low_open=True), f"seconds in (0, {MAX_DURATION_SECONDS:g}]"),
+    ]
+    for key, valid, expected in defaults_fields:
+        if key not in defaults:
+            return f"defaults.{key} is missing"
+        problem = check(f"defaults.{key}", defaults[key], valid, expected)
+        if problem:
+            return problem
+    return None
+
+
+def _component_location(directory: Path, name: str, source: dict, override: str | None) -> str:
+    """Where to load the codec / text encoder from: ``override``, the bundled folder (which must exist), or the
+    referenced id or path (relative to the model directory when it exists there)."""
+    if override is not None:
+        return _resolve(override, directory)
+    if source.get("bundled"):
+        folder = directory / source["id"]
+        if not folder.is_dir():
+            raise ModelDirectoryError(f"{folder}: missing (the bundled {name.replace('_', ' ')} of this model); {REPAIR}")
+        return str(folder)
+    return _resolve(source["id"], directory)
+
+
+def _inside(location: str | Path, directory: Path) -> bool:
+    try:
+        return Path(location).exists() and Path(location).resolve().is_relative_to(directory.resolve())
+    except OSError:
+        return False
+
+
+def _in_memory(module: torch.nn.Module) -> torch.nn.Module:
+    """Copy every parameter and buffer into memory of its own: loaders memory-map safetensors files, and a
+    model directory that is later replaced (saving back into it) must not be read from afterwards."""
+    with torch.no_grad():
+        for tensor in itertools.chain(module.parameters(), module.buffers()):
+            tensor.data = tensor.data.clone()
+    return module
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise ModelDirectoryError(f"{path}: truncated or corrupt ({err}); {REPAIR}") from err
+
+
+def _load_model(model_class, folder: Path, what: str):
+    """A diffusers model (U-Net, vocal encoder) from ``folder``, checked file by file, in memory."""
+    if not folder.is_dir():
+        raise ModelDirectoryError(f"{folder}: missing (the {what}); {REPAIR}")
+    config_file, weights = folder / MODEL_CONFIG, folder / MODEL_WEIGHTS
+    _read_json_object(config_file, f"the {what}'s config")
+    if not weights.is_file():
+        raise ModelDirectoryError(f"{weights}: missing (the {what}'s weights); {REPAIR}")
+    _check_safetensors(weights)
+    try:
+        model = model_class.from_pretrained(folder, use_safetensors=True, local_files_only=True)
+    except _load_errors() as err:
+        raise ModelDirectoryError(f"{config_file} and {weights.name} do not fit together or hold invalid values "
+                                  f"({_first_line(err)}); {REPAIR}") from err
+    return _in_memory(model)
+
+
+def _load_scheduler(folder: Path) -> SchedulerMixin:
+    """The scheduler saved in ``folder``: one of the supported classes, configured for v-prediction."""
+    if not folder.is_dir():
+        raise ModelDirectoryError(f"{folder}: missing (the scheduler); {REPAIR}")
+    config_file = folder / SCHEDULER_CONFIG
+    config = _read_json_object(config_file, "the scheduler config")
+    supported = {scheduler_class.__name__: scheduler_class for scheduler_class, _ in SCHEDULER_DEFAULTS.values()}
+    class_name = config.get("_class_name")
+    if class_name not in supported:
+        raise ModelDirectoryError(f"{config_file}: _class_name {class_name!r} is not one of {', '.join(supported)}; {REPAIR}")
+    try:
+        scheduler = supported[class_name].from_config(config)
+        _check_compatible(scheduler)
+    except LOAD_ERRORS as err:
+        raise ModelDirectoryError(f"{config_file}: holds invalid values ({_first_line(err)}); {REPAIR}") from err
+    return scheduler
+
+
+def _check_fit(directory: Path, codec, codec_location: str, text_encoder, text_location: str, primary, secondary,
+               vocal_encoders: dict, stats: LatentStats) -> None:
+    """The loaded parts fit together (channels, context widths, statistics), or a :class:`ModelDirectoryError`."""
+    d, channels = codec.codebook_dim, codec.latent_channels
+    codec_hint = f"the codec {codec_location} (d={d}, K·d={channels}) is not the one this model was made with"
+    expected = {"primary": (primary, d, d), "secondary": (secondary, channels, channels - d)}
+    for name, (unet, in_channels, out_channels) in expected.items():
+        if (unet.config.in_channels, unet.config.out_channels) != (in_channels, out_channels):
+            raise ModelDirectoryError(
+                f"{directory / name / MODEL_CONFIG}: in/out channels {unet.config.in_channels}/{unet.config.out_channels}, "
+                f"expected {in_channels}/{out_channels}: {codec_hint}; pass the codec it was made with (--codec), "
+                f"or {REPAIR}")
+        context_dims = list(unet.config.context_dims)
+        if len(context_dims) != 1 + bool(vocal_encoders):
+            raise ModelDirectoryError(
+                f"{directory / PIPELINE_FILE}: vocal_encoder is {str(bool(vocal_encoders)).lower()} but "
+                f"{directory / name / MODEL_CONFIG} has {len(context_dims)} contexts (text{', vocal' * (len(context_dims) > 1)}); "
+                f"{REPAIR}")
+        wanted = [text_encoder.sequence_dim] + ([vocal_encoders[f"{name}_vocal_encoder"].config.out_dim]
+                                                if vocal_encoders else [])
+        if context_dims != wanted or unet.config.pooled_dim != text_encoder.pooled_dim:
+            raise ModelDirectoryError(
+                f"{directory / name / MODEL_CONFIG}: context widths {context_dims} (pooled {unet.config.pooled_dim}) do "
+                f"not fit the text encoder {text_location} and vocal encoder ({wanted}, pooled {text_encoder.pooled_dim}); "
+                f"pass the text encoder it was made with (--text-encoder), or {REPAIR}")
+    for name, encoder in vocal_encoders.items():
+        if encoder.config.in_channels != channels:
+            raise ModelDirectoryError(f"{directory / name / MODEL_CONFIG}: in_channels {encoder.config.in_channels}, "
+                                      f"expected {channels}: {codec_hint}; {REPAIR}")
+    if stats.codebook_dim != d or stats.channels != channels:
+        raise ModelDirectoryError(f"{directory / LATENT_STATS_FILE}: statistics for {stats.channels} channels (d="
+                                  f"{stats.codebook_dim}) do not fit {codec_hint.split(' is not')[0]}; {REPAIR}")
+
+
+def _carry_over(directory: Path, build: Path, sources: dict) -> None:
+    """Copy into ``build`` what an earlier ``directory`` holds besides pipeline components (hard links where
+    possible): files the user added, and folders that non-bundled ``sources`` reference by a relative path."""
+    if not directory.is_dir():
+        return
+    referenced = {Path(s["id"]).parts[0] for s in sources.values()
+                  if not s.get("bundled") and not Path(s["id"]).is_absolute() and (directory / s["id"]).exists()}
+    for entry in directory.iterdir():
+        if (build / entry.name).exists() or (entry.name in COMPONENTS and entry.name not in referenced):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, build / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, build / entry.name)
+
+
+def _link_or_copy(source, target) -> None:
+    if os.path.islink(source):
+        os.symlink(os.readlink(source), target)
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

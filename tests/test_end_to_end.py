@@ -37,7 +37,7 @@ def test_render_prepare_train_export_sample(tmp_path):
     stems, cache, model = tmp_path / "stems", tmp_path / "cache", tmp_path / "model"
     invoke(["render-corpus", "--pieces", "bach/bwv66.6,bach/bwv2.6,bach/bwv10.7", "--seconds", "8", "--out", str(stems), "--quiet"])
     output = invoke(["prepare", str(stems), "--out", str(cache), "--codec", "tiny", "--window-seconds", "4", "--min-seconds", "2", "--quiet"])
-    assert "windows" in output and (cache / "latent_stats.json").is_file()
+    assert "windows" in output and (cache / "dataset" / "latent_stats.json").is_file()
 
     for stage in ("primary", "secondary"):
         run_dir = tmp_path / f"run-{stage}"

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,11 +31,13 @@ from discodiff.conditioning import build_tiny_t5_conditioner
 from discodiff.data.cache import CacheLayout, CodecInfo
 from discodiff.data.caption_sources import read_caption_source
 from discodiff.data.dataset import LatentCropDataset, collate_latent_batch
-from discodiff.data.layout import read_captions
-from discodiff.data.prepare import prepare_latent_cache
+from discodiff.data import prepare as prepare_module
+from discodiff.data.layout import NO_ACCOMPANIMENT, NO_VOCALS, IncompleteFolder, find_stem_pairs, read_captions
+from discodiff.data.prepare import STEM_LENGTHS_DIFFER, prepare_latent_cache
 from discodiff.data.render import render_corpus
 from discodiff.data.text_cache import cache_text_embeddings
 from discodiff.data.windows import WindowSettings, select_windows, window_starts
+from discodiff.errors import DataError, ExistingWorkError, OutputError
 from discodiff.latents import LatentStats
 from conftest import tone
 
@@ -157,7 +160,9 @@ def test_dataset_is_memory_mapped_and_stats_match_stored_latents(prepared):
     dataset = load_from_disk(str(out / "dataset"))
     assert isinstance(dataset.data, MemoryMappedTable) and dataset.cache_files
     stored = [torch.from_numpy(r["latents"][:, : r["num_frames"]].astype(np.float64)) for r in dataset.with_format("numpy")]
-    stats = LatentStats.load(out / "latent_stats.json")
+    stats = LatentStats.load(out / "dataset" / "latent_stats.json")  # published with the dataset, in one step
+    assert CacheLayout(out).latent_stats_file == out / "dataset" / "latent_stats.json"
+    assert not (out / "latent_stats.json").exists()
     expected = LatentStats.fit(stored, codebook_dim=8, per="codebook")
     assert stats.per == "codebook" and stats.fitted
     torch.testing.assert_close(stats.mean, expected.mean, rtol=1e-6, atol=1e-9)
@@ -179,20 +184,22 @@ def test_interrupted_run_resumes_to_the_same_cache(prepared, corpus, tiny_codec,
     out, first = prepared
     resumed = tmp_path / "resumed"
     shutil.copytree(out, resumed)
-    shutil.rmtree(resumed / "dataset")  # stopped before the assembly
-    (resumed / "latent_stats.json").unlink()
+    shutil.rmtree(resumed / "dataset")  # stopped before the assembly (the statistics live in dataset/)
     (resumed / "prepare_report.json").unlink()
     shards = resumed / "shards"
     for track_id in ("bach-bwv66.6", "silent"):  # not finished: no report, no shard
         for suffix in (".json", ".arrow"):
             (shards / f"{track_id}{suffix}").unlink(missing_ok=True)
-    (shards / "bach-bwv66.6.arrow.tmp-4242").write_bytes(b"half a shard")  # killed while writing
+    (shards / ".bach-bwv66.6.tmp-4242.arrow").write_bytes(b"half a shard")  # killed while writing (outputs.temporary_path)
+    (shards / "bach-bwv66.6.arrow.tmp-4241").write_bytes(b"half a shard")  # the same, by an earlier version
+    (resumed / ".dataset.tmp-4242").mkdir()  # killed while saving the dataset
+    (resumed / ".dataset.tmp-4242" / "data-00000-of-00001.arrow").write_bytes(b"half a dataset")
     (shards / "musdb%2Fbwv2.6-stems.json").unlink()  # killed between its shard and its report
     (shards / "musdb%2Fbwv2.6-stems.arrow").write_bytes(b"\x00" * 10)
 
     report = prepare_latent_cache(corpus, resumed, tiny_codec, "tiny", windows=WINDOWS, workers=2, progress=False)
     assert report.resumed == len(EXPECTED) - 3 and report.to_dict() == first.to_dict()
-    assert not list(shards.glob("*.tmp-*"))
+    assert not list(shards.glob("*.tmp-*")) and not list(resumed.glob(".*"))
     before, after = rows(out), rows(resumed)
     keys = [(str(t), int(w)) for t, w in zip(after["track_id"], after["window"])]
     assert len(keys) == len(set(keys)) == len(before)
@@ -200,7 +207,7 @@ def test_interrupted_run_resumes_to_the_same_cache(prepared, corpus, tiny_codec,
         assert old["track_id"] == new["track_id"] and list(old["captions"]) == list(new["captions"])
         for column in ("latents", "vocal_latents", "codes"):
             assert np.array_equal(old[column], new[column])
-    assert (resumed / "latent_stats.json").read_text() == (out / "latent_stats.json").read_text()
+    assert (resumed / "dataset" / "latent_stats.json").read_text() == (out / "dataset" / "latent_stats.json").read_text()
 
     again = prepare_latent_cache(corpus, resumed, tiny_codec, "tiny", windows=WINDOWS, progress=False)
     assert again.resumed == len(EXPECTED) and len(rows(resumed)) == len(before)
@@ -210,7 +217,7 @@ def test_other_settings_refuse_to_resume(prepared, corpus, tiny_codec, tmp_path)
     out, _ = prepared
     resumed = tmp_path / "resumed"
     shutil.copytree(out / "shards", resumed / "shards")
-    with pytest.raises(ValueError, match=r"other settings \(windows: .*window_seconds': 4\.0.*-> .*window_seconds': 5\.0"):
+    with pytest.raises(DataError, match=r"other settings \(windows: .*window_seconds': 4\.0.*-> .*window_seconds': 5\.0"):
         prepare_latent_cache(corpus, resumed, tiny_codec, "tiny", progress=False,
                              windows=WindowSettings(window_seconds=5.0, min_seconds=2.0, quiet_dbfs=-40.0))
 
@@ -237,6 +244,208 @@ def test_mixes_are_separated_then_prepared(corpus, tiny_codec, tmp_path):
     first = rows(tmp_path / "out")[0]
     np.testing.assert_allclose(first["latents"], latents[0].numpy(), rtol=2e-3, atol=1e-3)
     np.testing.assert_allclose(first["vocal_latents"], latents[1].numpy(), rtol=2e-3, atol=1e-3)
+
+
+# --- small corpora: changed inputs, incomplete folders, uneven stems, publishing, the output check ---------
+
+SMALL = WindowSettings(window_seconds=1.0, min_seconds=0.5, quiet_dbfs=-40.0)  # 2 s tracks: two 1 s windows
+GARBAGE = b"RIFF\x24\x00\x00\x00WAVEfmt garbage"
+
+
+def small_track(root, track_id, seconds=2.0, accompaniment_seconds=None, freqs=(220.0, 277.2, 329.6)):
+    """A 2 s track whose vocal sits well below its accompaniment (every window is kept)."""
+    write_track(root, track_id, 0.3 * tone(seconds, freqs=(440.0,)),
+                accompaniment=tone(accompaniment_seconds or seconds, freqs=freqs))
+
+
+def prepare_small(stems, out, codec, **kwargs):
+    return prepare_latent_cache(stems, out, codec, "tiny", windows=SMALL, progress=False, **kwargs)
+
+
+def by_id(report):
+    return {track.track_id: track for track in report.tracks}
+
+
+def track_latents(out, track_id):
+    dataset = rows(out)
+    return np.stack([row["latents"] for row in dataset if row["track_id"] == track_id])
+
+
+def test_a_repaired_corrupt_stem_is_retried(tiny_codec, tmp_path):
+    stems, out = tmp_path / "stems", tmp_path / "out"
+    small_track(stems, "broken")
+    small_track(stems, "good")
+    vocals = (stems / "broken" / "vocals.wav").read_bytes()
+    (stems / "broken" / "vocals.wav").write_bytes(GARBAGE)
+    first = prepare_small(stems, out, tiny_codec)
+    assert by_id(first)["broken"].skip_reason == "corrupt" and sorted(set(rows(out)["track_id"])) == ["good"]
+
+    (stems / "broken" / "vocals.wav").write_bytes(vocals)  # repaired
+    second = prepare_small(stems, out, tiny_codec)
+    broken = by_id(second)["broken"]
+    assert (broken.skip_reason, broken.detail, broken.kept_windows) == (None, None, 2) and second.resumed == 1
+    assert [(str(t), int(w)) for t, w in zip(rows(out)["track_id"], rows(out)["window"])] == [
+        ("broken", 0), ("broken", 1), ("good", 0), ("good", 1)]
+    assert json.loads((out / "prepare_report.json").read_text())["totals"]["tracks_skipped"] == {}
+
+
+def test_a_replaced_stem_gets_new_latents(tiny_codec, tmp_path):
+    stems, out = tmp_path / "stems", tmp_path / "out"
+    small_track(stems, "a")
+    small_track(stems, "b")
+    prepare_small(stems, out, tiny_codec)
+    before_a, before_b = track_latents(out, "a"), track_latents(out, "b")
+    size = (stems / "b" / "accompaniment.wav").stat().st_size
+
+    replacement = tone(2.0, freqs=(110.0, 164.8))
+    sf.write(stems / "b" / "accompaniment.wav", replacement[0].numpy(), SR, subtype="FLOAT")  # same size, new content
+    assert (stems / "b" / "accompaniment.wav").stat().st_size == size
+    report = prepare_small(stems, out, tiny_codec)
+    assert report.resumed == 1 and by_id(report)["b"].kept_windows == 2
+    after_b = track_latents(out, "b")
+    assert np.array_equal(track_latents(out, "a"), before_a) and not np.allclose(after_b, before_b, atol=1e-2)
+    expected = tiny_codec.encode(replacement[:, None, :SR], progress=False)[0].numpy()  # the first 1 s window
+    np.testing.assert_allclose(after_b[0].astype(np.float32), expected, rtol=2e-3, atol=1e-3)
+
+    report_file = out / "shards" / "a.json"  # a report from before fingerprints were recorded: redone
+    report_file.write_text(json.dumps({k: v for k, v in json.loads(report_file.read_text()).items() if k != "fingerprint"}))
+    assert prepare_small(stems, out, tiny_codec).resumed == 1
+    assert "fingerprint" in json.loads(report_file.read_text())
+
+
+def test_folders_that_are_not_tracks_are_reported_with_the_reason(tiny_codec, tmp_path):
+    stems, out = tmp_path / "stems", tmp_path / "out"
+    small_track(stems, "good")
+    write_track(stems, "vocal-only", tone(2.0))
+    write_track(stems, "band/no-vocals", tone(2.0), drums=tone(2.0))
+    (stems / "band" / "no-vocals" / "vocals.wav").unlink()
+    write_track(stems, "unnamed", tone(2.0), lead=tone(2.0), piano=tone(2.0))
+    (stems / "unnamed" / "vocals.wav").rename(stems / "unnamed" / "voice.wav")
+    (stems / "good" / "._vocals.wav").write_bytes(b"macOS metadata")  # hidden files are not stems
+
+    report = prepare_small(stems, out, tiny_codec)
+    assert [t.track_id for t in report.tracks] == ["good"] and find_stem_pairs(stems)[0].track_id == "good"
+    assert report.skipped_folders == [
+        IncompleteFolder("band/no-vocals", NO_VOCALS),
+        IncompleteFolder("unnamed", "no recognised stems (vocals.* with accompaniment.* or drums/bass/other.*) "
+                                    "among lead.wav, piano.wav, voice.wav"),
+        IncompleteFolder("vocal-only", NO_ACCOMPANIMENT)]
+    assert NO_ACCOMPANIMENT == "no accompaniment stem (accompaniment.* or drums/bass/other.*)"
+    on_disk = json.loads((out / "prepare_report.json").read_text())
+    assert on_disk["totals"]["folders_skipped"] == 3
+    assert on_disk["skipped_folders"][2] == {"path": "vocal-only", "reason": NO_ACCOMPANIMENT}
+
+    shutil.rmtree(stems / "good")  # only incomplete folders: the error names them
+    with pytest.raises(DataError, match=r"no track folders .* found; .*--separate \(3 incomplete folders, e\.g\. "
+                                        r"'band/no-vocals': no vocal stem"):
+        prepare_small(stems, tmp_path / "other", tiny_codec)
+
+
+def test_stems_of_different_lengths_are_padded_with_a_warning(tiny_codec, tmp_path):
+    stems, out = tmp_path / "stems", tmp_path / "out"
+    small_track(stems, "uneven", seconds=2.0, accompaniment_seconds=1.5)
+    small_track(stems, "within-a-hop", seconds=2.0, accompaniment_seconds=2.0 - 300 / SR)  # 300 samples < hop 512
+    report = prepare_small(stems, out, tiny_codec)
+    uneven, even = by_id(report)["uneven"], by_id(report)["within-a-hop"]
+    assert uneven.warnings == [STEM_LENGTHS_DIFFER, "no-captions"] and uneven.seconds == pytest.approx(2.0)
+    assert uneven.stem_seconds == {"vocals.wav": 2.0, "accompaniment.wav": 1.5} and uneven.kept_windows == 2
+    assert even.warnings == ["no-captions"] and even.stem_seconds is None
+    on_disk = json.loads((out / "prepare_report.json").read_text())
+    assert on_disk["totals"]["tracks_with_stem_lengths_differing"] == 1 and report.uneven_stems == ["uneven"]
+    assert next(t for t in on_disk["tracks"] if t["track_id"] == "uneven")["stem_seconds"] == uneven.stem_seconds
+    tail = rows(out)[1]  # the second window of "uneven": its last 0.5 s of accompaniment is the padding
+    assert tail["track_id"] == "uneven" and int(tail["num_frames"]) == 87
+
+
+class Killed(BaseException):
+    """Stands in for a kill: nothing after it runs (``except Exception`` does not catch it)."""
+
+
+def test_a_kill_while_publishing_leaves_a_complete_dataset_and_its_stats(tiny_codec, tmp_path, monkeypatch):
+    stems, out = tmp_path / "stems", tmp_path / "out"
+    small_track(stems, "a")
+    small_track(stems, "b")
+    prepare_small(stems, out, tiny_codec)
+
+    def published(cache):
+        """The rows' latents and the statistics a reader sees, or None when it sees no finished cache."""
+        layout = CacheLayout(cache)
+        try:
+            dataset = load_from_disk(str(layout.require_dataset())).with_format("numpy")
+        except FileNotFoundError:
+            return None
+        return np.stack(dataset["latents"]), layout.latent_stats_file.read_text()
+
+    old = published(out)
+    sf.write(stems / "b" / "accompaniment.wav", tone(2.0, freqs=(110.0, 164.8))[0].numpy(), SR, subtype="FLOAT")
+    prepare_small(stems, tmp_path / "reference", tiny_codec)
+    new = published(tmp_path / "reference")
+    assert not np.array_equal(old[0], new[0]) and old[1] != new[1]
+
+    real_replace = os.replace
+    for kill_at in range(10):  # a kill at each rename that publishes the dataset and its statistics, in turn
+        trial = tmp_path / f"killed-at-{kill_at}"
+        shutil.copytree(out, trial)
+        renames = []
+
+        def replace(source, target, trial=trial, renames=renames, kill_at=kill_at):
+            parts = Path(target).relative_to(trial).parts if Path(target).is_relative_to(trial) else ()
+            if parts[:1] == ("dataset",) or (len(parts) == 1 and parts[0] not in ("codec.json", "prepare_report.json")):
+                renames.append(target)  # a rename onto the published dataset, into it, or next to it
+                if len(renames) == kill_at + 1:
+                    raise Killed(target)
+            real_replace(source, target)
+
+        monkeypatch.setattr(os, "replace", replace)
+        try:
+            prepare_small(stems, trial, tiny_codec)
+            finished = True
+        except Killed:
+            finished = False
+        finally:
+            monkeypatch.setattr(os, "replace", real_replace)
+        seen = published(trial)
+        if seen is not None:  # the old pair or the new one, never rows of one run with the statistics of the other
+            assert any(np.array_equal(seen[0], pair[0]) and seen[1] == pair[1] for pair in (old, new)), kill_at
+        if finished:
+            assert kill_at >= 1 and seen is not None and np.array_equal(seen[0], new[0])
+            break
+        prepare_small(stems, trial, tiny_codec)  # the rerun finishes the cache and leaves nothing behind
+        rerun = published(trial)
+        assert np.array_equal(rerun[0], new[0]) and rerun[1] == new[1]
+        assert not [p.name for p in trial.iterdir() if p.name.startswith(".")]
+    else:
+        raise AssertionError("prepare never finished")
+
+
+def test_an_unrelated_out_folder_is_refused_before_any_work(tiny_codec, tmp_path, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(prepare_module, "_decode_jobs", no_work)
+    monkeypatch.setattr(prepare_module, "_decode", no_work)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(ExistingWorkError, match=r"--out .*notes is a non-empty folder .*\(no shards\); choose a new or empty folder"):
+        prepare_small(tmp_path / "stems", notes, tiny_codec)
+    assert [p.name for p in notes.iterdir()] == ["todo.txt"]
+    (tmp_path / "cache.txt").write_text("a file")
+    with pytest.raises(OutputError, match=r"cache\.txt is a file, not a folder"):
+        prepare_small(tmp_path / "stems", tmp_path / "cache.txt", tiny_codec)
+    with pytest.raises(OutputError, match=r"cache\.txt is a file, not a folder"):
+        prepare_small(tmp_path / "stems", tmp_path / "cache.txt" / "out", tiny_codec)
+
+
+def test_data_problems_are_data_errors_naming_the_input(tiny_codec, tmp_path):
+    with pytest.raises(DataError, match=r"missing: no such directory; pass the folder that holds the track folders"):
+        prepare_small(tmp_path / "missing", tmp_path / "out", tiny_codec)
+    small_track(tmp_path / "stems", "good")
+    with pytest.raises(DataError, match=r"captions .*nope\.csv: no such file or folder; pass --captions"):
+        prepare_small(tmp_path / "stems", tmp_path / "out", tiny_codec, captions=tmp_path / "nope.csv")
+    with pytest.raises(DataError, match=r"stems: no window of any track was kept; see .*prepare_report\.json"):
+        prepare_latent_cache(tmp_path / "stems", tmp_path / "out", tiny_codec, "tiny", progress=False,
+                             windows=WindowSettings(window_seconds=4.0, min_seconds=3.0))
 
 
 @pytest.mark.slow

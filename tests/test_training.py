@@ -186,6 +186,7 @@ def test_yaml_booleans_for_text_fields_explain_the_quoting(tmp_path):
 
 
 def test_latest_skips_incomplete_checkpoints_and_they_are_cleaned(tmp_path):
+    from discodiff.errors import TrainingError
     from discodiff.training.checkpoint import list_checkpoints, remove_incomplete, resolve_checkpoint
 
     for name in ("checkpoint-2", "checkpoint-10", "checkpoint-12.tmp", "notes"):
@@ -194,7 +195,7 @@ def test_latest_skips_incomplete_checkpoints_and_they_are_cleaned(tmp_path):
     assert resolve_checkpoint("latest", tmp_path) == tmp_path / "checkpoint-10"
     assert resolve_checkpoint("latest", tmp_path / "missing") is None
     assert remove_incomplete(tmp_path) == [tmp_path / "checkpoint-12.tmp"] and not (tmp_path / "checkpoint-12.tmp").exists()
-    with pytest.raises(FileNotFoundError, match=r"--resume .*checkpoint-12.tmp: not a complete checkpoint .*checkpoint-10"):
+    with pytest.raises(TrainingError, match=r"--resume .*checkpoint-12.tmp: not a complete checkpoint .*checkpoint-10"):
         resolve_checkpoint(tmp_path / "checkpoint-12.tmp", tmp_path)
 
 
@@ -304,7 +305,7 @@ def test_trains_on_a_prepared_cache_with_the_default_dataset(tmp_path, fresh_acc
                          windows=WindowSettings(window_seconds=2.0, min_seconds=1.0, quiet_dbfs=-40.0))
     cache_text_embeddings(cache, build_tiny_t5_conditioner(seed=0), progress=False)
     run_dir = tmp_path / "run"
-    config = TrainConfig.from_yaml(TINY, [f"data.data_dir={cache}", "data.options.text_cache=true", "data.crop_frames=200",
+    config = TrainConfig.from_yaml(TINY, [f"data.data_dir={cache}", "data.options.text_cache=true", "data.crop_frames=160",
                                           f"output_dir={run_dir}", "max_steps=2", "data.batch_size=2", "progress=false",
                                           "logging.log_with=none", "validation.every=2", "validation.num_items=2",
                                           "samples.every=2", "samples.num_samples=2", "samples.num_inference_steps=2"])
@@ -366,13 +367,14 @@ def test_export_writes_ema_weights_that_load_and_sample(data_dir, tmp_path, fres
 
 
 def test_export_refuses_a_pipeline_with_other_latent_statistics(data_dir, tmp_path, fresh_accelerate_state):
+    from discodiff.errors import OutputError
     from discodiff.training import TrainConfig, Trainer, export_pipeline
 
     run_dir = tmp_path / "run"
     Trainer(TrainConfig.from_yaml(TINY, overrides(data_dir, run_dir, max_steps=1))).train()
     model_dir = export_pipeline(run_dir, tmp_path / "model")
     LatentStats.fit([torch.randn(2, 72, 40) * 3], codebook_dim=8).save(model_dir / "latent_stats.json")
-    with pytest.raises(ValueError, match="other latent statistics than this run's data"):
+    with pytest.raises(OutputError, match="other latent statistics than this run's data"):
         export_pipeline(run_dir, model_dir)
 
 

@@ -2,11 +2,14 @@
 
     python train/export.py RUN_DIR_OR_CHECKPOINT OUT_DIR
 
-Exporting into a directory that already holds a pipeline replaces only the trained stage.
+OUT_DIR must be new, empty or a model directory (pipeline.json); exporting into a model directory replaces
+only the trained stage. The model is written to a temporary folder and renamed into place, so a failed
+export leaves OUT_DIR as it was.
 """
 
 import argparse
 
+from discodiff.cli.errors import run_script
 from discodiff.training import export_pipeline
 
 
@@ -15,11 +18,8 @@ def main() -> None:
     parser.add_argument("source", help="A run directory (its latest checkpoint is used) or a checkpoint-N directory.")
     parser.add_argument("out_dir", help="The pipeline directory to write or update.")
     args = parser.parse_args()
-    try:
-        print(f"wrote {export_pipeline(args.source, args.out_dir)}")
-    except (FileNotFoundError, ValueError) as err:
-        parser.error(str(err))
+    print(f"wrote {export_pipeline(args.source, args.out_dir)}")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

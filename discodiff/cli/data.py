@@ -91,8 +91,10 @@ def prepare(
     for label, counts in (("tracks skipped", report.skipped_tracks), ("windows skipped", report.skipped_windows)):
         if counts:
             typer.echo(f"  {label}: " + ", ".join(f"{reason} {count}" for reason, count in sorted(counts.items())))
-    for folder in getattr(report, "skipped_folders", []):
-        typer.echo(f"  skipped folder {folder['path']}: {folder['reason']}")
+    for folder in report.skipped_folders:
+        typer.echo(f"  skipped folder {folder.path}: {folder.reason}")
+    if report.uneven_stems:
+        typer.echo(f"  {len(report.uneven_stems)} tracks have stems of different lengths (padded with silence; see the report)")
     if report.uncaptioned:
         typer.echo(f"  {len(report.uncaptioned)} tracks without captions (empty caption lists)")
     typer.echo(f"  details: {CacheLayout(out).report_file}")

@@ -88,15 +88,25 @@ def load_local_transformers_dac(directory: Path) -> nn.Module:
             raise CodecError(f"{file}: truncated or corrupt ({err}); {LOCAL_DAC_FIX}") from err
     try:
         return DacModel.from_pretrained(str(directory), local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as err:
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError, *_strict_config_errors()) as err:
         # RuntimeError: weight shapes that do not fit config.json; TypeError/ValueError: malformed config values
         raise CodecError(f"{config_file} and {weights[0].name} do not fit together or are damaged "
                          f"({_first_line(err)}); {LOCAL_DAC_FIX}") from err
 
 
+def _strict_config_errors() -> tuple[type[Exception], ...]:
+    """huggingface_hub's error for config values of the wrong type (transformers 5 configs are strict dataclasses)."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # huggingface_hub < 1.0
+        return ()
+    return (StrictDataclassError,)
+
+
 def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+    """``Type: message`` on one line, cut to 200 characters (library messages run long)."""
+    line = " ".join(part.strip() for part in str(err).split("\n") if part.strip())
+    return f"{type(err).__name__}: {line if len(line) <= 200 else line[:199] + '…'}"
 
 
 def spec_from_transformers_config(config) -> CodecSpec:

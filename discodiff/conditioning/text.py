@@ -42,20 +42,26 @@ class PromptTruncatedWarning(UserWarning):
 LOCAL_FIX = "re-save the text encoder (save_pretrained) or copy the directory again"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # what the transformers loaders raise for damaged local files: OSError (missing or unparsable files),
-# ValueError / TypeError / KeyError (malformed config values), RuntimeError (weights of the wrong shape),
-# SafetensorError (a truncated weights file; added in _local_load_errors)
+# ValueError / TypeError / KeyError (malformed config values), RuntimeError (weights of the wrong shape);
+# _local_load_errors adds SafetensorError (a truncated weights file) and huggingface_hub's
+# StrictDataclassError (config values of the wrong type in transformers 5)
 LOCAL_LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, TypeError, KeyError, RuntimeError)
 
 
 def _local_load_errors() -> tuple[type[BaseException], ...]:
     from safetensors import SafetensorError
 
-    return (*LOCAL_LOAD_ERRORS, SafetensorError)
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # huggingface_hub < 1.0 has no strict dataclasses
+        return (*LOCAL_LOAD_ERRORS, SafetensorError)
+    return (*LOCAL_LOAD_ERRORS, SafetensorError, StrictDataclassError)
 
 
 def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+    """``Type: message`` on one line, cut to 200 characters (library messages run long)."""
+    line = " ".join(part.strip() for part in str(err).split("\n") if part.strip())
+    return f"{type(err).__name__}: {line if len(line) <= 200 else line[:199] + '…'}"
 
 
 def check_local_directory(directory: Path) -> dict:
@@ -114,7 +120,7 @@ def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (sequence * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-def load_or_raise(load: Callable[..., Loaded], id_or_path: str, what: str, files: str = "") -> Loaded:
+def load_or_raise(load: Callable[..., Loaded], id_or_path: str, what: str, files: Sequence[str] = ()) -> Loaded:
     """``load(id_or_path)`` from local files first, then the hub.
 
     Raises a one-line :class:`ConditionerNotFoundError` (``what`` names the missing part) when both fail. A
@@ -125,7 +131,7 @@ def load_or_raise(load: Callable[..., Loaded], id_or_path: str, what: str, files
         try:
             return load(id_or_path, local_files_only=True)
         except _local_load_errors() as err:
-            where = Path(id_or_path) / files if files else Path(id_or_path)
+            where = " and ".join(str(Path(id_or_path) / file) for file in files) or id_or_path
             raise ConditioningError(f"{where}: {what} cannot be loaded, damaged or inconsistent "
                                     f"({_first_line(err)}); {LOCAL_FIX}") from err
     try:
@@ -175,14 +181,14 @@ class FrozenTextConditioner(nn.Module, ABC):
         id_or_path = str(id_or_path or cls.default_id)
         if Path(id_or_path).is_dir():
             check_local_directory(Path(id_or_path))
-        config = load_or_raise(AutoConfig.from_pretrained, id_or_path, f"{cls.__name__} config", "config.json")
+        config = load_or_raise(AutoConfig.from_pretrained, id_or_path, f"{cls.__name__} config", ["config.json"])
         if config.model_type != cls.model_type:  # transformers would build a random model from the wrong config
             raise ValueError(
                 f"'{id_or_path}' holds a '{config.model_type}' model but {cls.__name__} loads "
                 f"'{cls.model_type}' models; choose the matching text conditioner kind ({tuple(TEXT_CONDITIONERS)})"
             )
-        model = load_or_raise(cls.load_model, id_or_path, f"{cls.__name__} weights",
-                              next((f for f in WEIGHT_FILES if (Path(id_or_path) / f).is_file()), ""))
+        weights = [file for file in WEIGHT_FILES if (Path(id_or_path) / file).is_file()][:1]
+        model = load_or_raise(cls.load_model, id_or_path, f"{cls.__name__} weights", ["config.json", *weights])
         if Path(id_or_path).is_dir() and not (Path(id_or_path) / "tokenizer_config.json").is_file():
             # transformers 5 would silently build an empty tokenizer from config.json alone
             raise ConditionerNotFoundError(
@@ -190,7 +196,7 @@ class FrozenTextConditioner(nn.Module, ABC):
                 "(tokenizer.save_pretrained) or pass a complete directory with --text-encoder path/to/dir"
             )
         tokenizer = load_or_raise(AutoTokenizer.from_pretrained, id_or_path, f"{cls.__name__} tokenizer",
-                                  "tokenizer_config.json")
+                                  ["tokenizer_config.json"])
         return cls(model, tokenizer, max_length or cls.default_max_length, source=id_or_path)
 
     @staticmethod

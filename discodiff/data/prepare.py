@@ -493,16 +493,19 @@ def _claim_output(layout: CacheLayout, info: CodecInfo, settings: dict) -> None:
     else:
         write_text_atomic(settings_file, json.dumps(settings, indent=2) + "\n")
     info.save(layout.codec_file)
-    for stale in itertools.chain(layout.shards_dir.iterdir(), layout.root.iterdir()):
-        if _DATASET_BACKUP.match(stale.name) and not layout.dataset_dir.exists() and _is_published(stale):
-            os.replace(stale, layout.dataset_dir)  # killed between moving the old dataset aside and the new one in
-        elif (_STALE.match(stale.name) or _DATASET_BACKUP.match(stale.name)) and stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale)
-        elif _STALE.match(stale.name) or _DATASET_BACKUP.match(stale.name):
-            stale.unlink()
+    for entry in itertools.chain(layout.shards_dir.iterdir(), layout.root.iterdir()):
+        backup = _DATASET_BACKUP.match(entry.name)
+        if backup and not layout.dataset_dir.exists() and _is_published(entry):
+            os.replace(entry, layout.dataset_dir)  # killed between moving the old dataset aside and the new one in
+        elif backup or _STALE.match(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def _is_published(directory: Path) -> bool:
+    """``directory`` holds a saved dataset and its statistics."""
     return (directory / "dataset_info.json").is_file() and (directory / LATENT_STATS_FILE).is_file()
 
 

@@ -7,7 +7,7 @@ from .data import TrainingData
 from .export import export_pipeline
 from .stage import StageModel, StageObjective
 from .state import TrainingState
-from .trainer import Trainer
+from .trainer import Trainer, check_run
 
 __all__ = [
     "StageModel",
@@ -16,6 +16,7 @@ __all__ = [
     "Trainer",
     "TrainingData",
     "TrainingState",
+    "check_run",
     "export_pipeline",
     "list_checkpoints",
     "resolve_checkpoint",

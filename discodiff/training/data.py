@@ -13,11 +13,16 @@ plus, optionally, the frozen text encoder's outputs cached by the data preparati
 resumption a dataset draws its item randomness from (seed, epoch, index) only, with an optional
 ``set_epoch(epoch)``. The prepared data dir holds ``latent_stats.json``
 (:class:`~discodiff.latents.LatentStats`) and ``codec.json`` (:class:`~discodiff.data.cache.CodecInfo`).
+
+:func:`check_data` checks what can be checked before a model is built: the data dirs are set and exist,
+and for the default :class:`~discodiff.data.dataset.LatentCropDataset` (and its subclasses) they are finished
+latent caches whose windows are at least ``data.crop_frames`` long.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +30,14 @@ from pathlib import Path
 from torch.utils.data import Dataset, Subset
 
 from discodiff.codec import DacCodec
-from discodiff.data.cache import CODEC_FILE, LATENT_STATS_FILE, CodecInfo
+from discodiff.data.cache import CODEC_FILE, DATASET_DIR, LATENT_STATS_FILE, CacheLayout, CodecInfo
+from discodiff.errors import ConfigError, DataError, DiscoDiffError
 from discodiff.latents import LatentStats
 
 from .config import DataSection
+
+DEFAULT_DATASET = "discodiff.data.dataset:LatentCropDataset"
+PREPARE_HINT = "make one with `discodiff prepare STEMS_DIR --out {directory}` (a rerun resumes)"
 
 
 @dataclass
@@ -45,24 +54,29 @@ class TrainingData:
                     codec: DacCodec) -> TrainingData:
         """Build the datasets named in ``data``; without ``data.validation_dir``, hold out the first items of ``data.data_dir``.
         Data prepared with another codec geometry than ``codec`` (the model's) is refused."""
-        if not data.data_dir:
-            raise ValueError("data.data_dir is not set; pass data.data_dir=path/to/prepared_data")
+        check_data(data, frame_multiple)
         dataset_class = import_object(data.dataset, "data.dataset")
         collate_fn = import_object(data.collate, "data.collate") if data.collate else None
 
-        def build(directory: str) -> Dataset:
-            if not Path(directory).is_dir():
-                raise FileNotFoundError(f"data directory {directory} not found; prepare one first (see train/README.md)")
-            if (Path(directory) / CODEC_FILE).is_file():
-                CodecInfo.load(Path(directory) / CODEC_FILE).check_compatible(codec)
-            return dataset_class(directory, crop_frames=data.crop_frames, frame_multiple=frame_multiple, seed=seed,
-                                 **data.options)
+        def build(key: str, directory: str) -> Dataset:
+            check_codec(key, directory, codec)
+            try:
+                return dataset_class(directory, crop_frames=data.crop_frames, frame_multiple=frame_multiple, seed=seed,
+                                     **data.options)
+            except DiscoDiffError:
+                raise
+            except (TypeError, ValueError) as err:
+                if isinstance(err, TypeError) and "argument" not in str(err):
+                    raise
+                raise ConfigError(f"data.dataset {data.dataset} cannot be built on {key}={directory} with "
+                                  f"data.options={data.options} ({err}); fix data.options") from err
 
         if data.validation_dir:
-            train, validation = build(data.data_dir), build(data.validation_dir)
+            train, validation = build("data.data_dir", data.data_dir), build("data.validation_dir", data.validation_dir)
             validation = Subset(validation, range(min(num_validation_items, len(validation))))
         else:
-            train, validation = hold_out(build(data.data_dir), build(data.data_dir), num_validation_items)
+            train, validation = hold_out(build("data.data_dir", data.data_dir), build("data.data_dir", data.data_dir),
+                                         num_validation_items)
         return cls(train, validation, load_latent_stats(data.data_dir), collate_fn)
 
 
@@ -80,16 +94,17 @@ def hold_out(train_copy: Dataset, validation_copy: Dataset, num_items: int) -> t
     Two copies of one dataset, so that the training epoch never changes the validation crops.
     """
     if len(train_copy) <= num_items:
-        raise ValueError(f"the dataset has {len(train_copy)} items, too few to hold out validation.num_items={num_items}; "
+        raise DataError(f"the dataset has {len(train_copy)} items, too few to hold out validation.num_items={num_items}; "
                          "lower validation.num_items or pass data.validation_dir")
     return EpochSubset(train_copy, range(num_items, len(train_copy))), Subset(validation_copy, range(num_items))
 
 
 def load_latent_stats(data_dir: str | Path) -> LatentStats:
     """The ``latent_stats.json`` of a prepared data dir."""
-    path = Path(data_dir) / LATENT_STATS_FILE
+    path = CacheLayout(Path(data_dir)).latent_stats_file if (Path(data_dir) / DATASET_DIR).is_dir() else Path(data_dir) / LATENT_STATS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {data_dir} is not a prepared data directory (see train/README.md)")
+        raise DataError(f"{path} not found: data.data_dir={data_dir} is not a prepared data directory; make one with "
+                        f"`discodiff prepare STEMS_DIR --out {data_dir}`")
     return LatentStats.load(path)
 
 
@@ -97,8 +112,91 @@ def import_object(path: str, key: str):
     """The object at ``module:attribute`` (config key ``key`` names it in errors)."""
     module_name, sep, attribute = path.partition(":")
     if not sep:
-        raise ValueError(f"{key} must be 'module:attribute', e.g. discodiff.data.dataset:LatentCropDataset; got '{path}'")
+        raise ConfigError(f"{key} must be 'module:attribute', e.g. {DEFAULT_DATASET}; got '{path}'")
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as err:
-        raise ImportError(f"{key} '{path}' cannot be imported ({err}); fix the path or put its module on PYTHONPATH") from err
+        raise ConfigError(f"{key} '{path}' cannot be imported ({err}); fix the path or put its module on PYTHONPATH") from err
+
+
+def check_data(data: DataSection, frame_multiple: int | None = None) -> None:
+    """Raise a one-line :class:`DataError` / :class:`ConfigError` for data that cannot train: ``data.data_dir`` unset
+    or missing, a data dir that is not a finished latent cache (for datasets that read one), ``data.crop_frames``
+    longer than the cache's windows or shorter than ``frame_multiple`` (the U-Net's downsampling factor).
+
+    Reads only small metadata files, so it runs before any model is built.
+    """
+    if not data.data_dir:
+        raise DataError("data.data_dir is not set; pass data.data_dir=path/to/cache, a latent cache made with "
+                        "`discodiff prepare STEMS_DIR --out path/to/cache`")
+    dataset_class = import_object(data.dataset, "data.dataset")
+    if data.collate:
+        import_object(data.collate, "data.collate")
+    cache = reads_cache(dataset_class)
+    if frame_multiple is not None and data.crop_frames < frame_multiple:
+        raise ConfigError(f"data.crop_frames={data.crop_frames} is shorter than the U-Net's downsampling factor "
+                          f"({frame_multiple} frames); set data.crop_frames to at least {frame_multiple}")
+    for key, directory in (("data.data_dir", data.data_dir), ("data.validation_dir", data.validation_dir)):
+        if not directory:
+            continue
+        path = Path(directory)
+        if not path.is_dir():
+            what = "file, not a folder" if path.exists() else "such directory"
+            raise DataError(f"{key}={directory}: no {what}; pass {key}= a latent cache made with "
+                            "`discodiff prepare STEMS_DIR --out <dir>`")
+        if cache:
+            check_cache(key, path, data.crop_frames, frame_multiple)
+    if not cache:
+        load_latent_stats(data.data_dir)
+
+
+def reads_cache(dataset_class) -> bool:
+    """Whether ``dataset_class`` reads a latent cache of :mod:`discodiff.data.cache` (LatentCropDataset and subclasses)."""
+    from discodiff.data.dataset import LatentCropDataset
+
+    return isinstance(dataset_class, type) and issubclass(dataset_class, LatentCropDataset)
+
+
+def check_cache(key: str, directory: Path, crop_frames: int, frame_multiple: int | None = None) -> int:
+    """``directory`` is a finished latent cache whose windows hold ``crop_frames``; returns the window length in frames."""
+    try:
+        CacheLayout(directory).require_dataset()
+    except (OSError, DiscoDiffError) as err:
+        raise DataError(f"{key}={directory}: {err}") from err
+    frames = window_frames(key, directory)
+    if crop_frames > frames:
+        seconds = ""
+        if (directory / CODEC_FILE).is_file():
+            seconds = f", {frames / CodecInfo.load(directory / CODEC_FILE).frame_rate:.2f} s"
+        if frame_multiple is not None and frames < frame_multiple:
+            raise ConfigError(f"the windows of {key}={directory} ({frames} frames{seconds}) are shorter than the U-Net's "
+                              f"downsampling factor ({frame_multiple}); re-prepare with a longer --window-seconds")
+        raise ConfigError(f"data.crop_frames={crop_frames} is longer than the windows of {key}={directory} "
+                          f"({frames} frames{seconds}); set data.crop_frames to at most {frames}, or re-prepare "
+                          "with a longer --window-seconds")
+    return frames
+
+
+def window_frames(key: str, directory: Path) -> int:
+    """Frames per window of the cache at ``directory`` (the ``latents`` feature's last axis), from its metadata."""
+    info = CacheLayout(directory).dataset_dir / "dataset_info.json"
+    try:
+        return int(json.loads(info.read_text())["features"]["latents"]["shape"][-1])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise DataError(f"{key}={directory}: {info} is unreadable or lacks the latents' shape ({err}); the cache is "
+                        f"damaged: {PREPARE_HINT.format(directory=directory)}") from err
+
+
+def check_codec(key: str, directory: str | Path, codec: DacCodec) -> None:
+    """Refuse a data dir whose ``codec.json`` names another codec geometry than ``codec`` (the model's)."""
+    path = Path(directory) / CODEC_FILE
+    if not path.is_file():
+        return
+    info = CodecInfo.load(path)
+    fields = ("sample_rate", "hop_length", "n_codebooks", "codebook_dim", "codebook_size")
+    diffs = [f"{name} {getattr(info, name)} vs {getattr(codec.spec, name)}" for name in fields
+             if getattr(info, name) != getattr(codec.spec, name)]
+    if diffs:
+        raise DataError(f"{key}={directory} was prepared with codec '{info.id}', whose geometry differs from the model's "
+                        f"codec ({', '.join(diffs)}); train a model on that codec (model.overrides=[codec.id={info.id}]) "
+                        "or re-prepare the data with the model's codec (`discodiff prepare --codec …`)")

@@ -5,38 +5,51 @@ Only the trained stage (its U-Net and vocal encoder) is written with EMA weights
 that already holds a pipeline replaces that stage alone, so the primary and secondary runs can be exported
 one after the other into one model; a fresh directory gets the run's starting pipeline for the other stage.
 The run's latent statistics go with the weights.
+
+The destination is checked before any model is loaded: a new or empty folder, or a model directory
+(``pipeline.json``); any other non-empty folder is refused. The model is written into a temporary sibling
+folder that replaces the destination in one rename (files of an earlier model directory that the pipeline
+does not write are carried over), so a failed export leaves the earlier model as it was.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 
 from discodiff.data.cache import LATENT_STATS_FILE
+from discodiff.errors import OutputError, TrainingError
 from discodiff.latents import LatentStats
+from discodiff.outputs import atomic_directory, check_output_dir
 from discodiff.pipeline import PIPELINE_FILE, DiscoDiffPipeline
 
-from .checkpoint import CHECKPOINTS_DIR, checkpoint_step, resolve_checkpoint
+from .checkpoint import CHECKPOINTS_DIR, checkpoint_step, require_complete, resolve_checkpoint
 from .config import TrainConfig
+from .run import CONFIG_FILE
 from .stage import StageModel, load_pipeline
 from .state import TrainingState
-from .trainer import CONFIG_FILE
 
 
 def export_pipeline(source: str | Path, out_dir: str | Path) -> Path:
     """Write the EMA weights of ``source`` (a run directory — its latest checkpoint — or a ``checkpoint-N``
     directory) into the pipeline directory ``out_dir``; returns ``out_dir``."""
-    checkpoint = find_checkpoint(source)
+    checkpoint = require_complete(find_checkpoint(source), "export source")
     run_dir = checkpoint.parent.parent
+    for name in (CONFIG_FILE, LATENT_STATS_FILE):
+        if not (run_dir / name).is_file():
+            raise TrainingError(f"{checkpoint} is not inside a training run directory (no {run_dir / name}); "
+                                "pass a run directory or one of its checkpoints/checkpoint-<step>")
+    out_dir = Path(out_dir)
+    updating = check_output_dir(out_dir, what="export folder", marker=PIPELINE_FILE, reuse=True)
     config = TrainConfig.from_yaml(run_dir / CONFIG_FILE)
     stats = LatentStats.load(run_dir / LATENT_STATS_FILE)
     run_pipeline = load_pipeline(config.model, config.seed)
     trained = StageModel.from_pipeline(run_pipeline, config.stage)
     load_parameters(trained, TrainingState.read_ema_parameters(checkpoint), checkpoint)
 
-    out_dir = Path(out_dir)
-    if (out_dir / PIPELINE_FILE).is_file():
+    if updating:
         pipeline = DiscoDiffPipeline.from_pretrained(out_dir)
         check_compatible(pipeline, run_pipeline, stats, config.stage, out_dir)
         setattr(pipeline, config.stage, trained.unet)
@@ -44,18 +57,37 @@ def export_pipeline(source: str | Path, out_dir: str | Path) -> Path:
     else:
         pipeline = run_pipeline
     pipeline.latent_stats = stats
-    return pipeline.save_pretrained(out_dir)
+    with atomic_directory(out_dir) as temporary:
+        pipeline.save_pretrained(temporary)
+        if updating:
+            carry_over(out_dir, temporary)
+    return out_dir
+
+
+def carry_over(earlier: Path, new: Path) -> None:
+    """Copy the entries of the model directory ``earlier`` that ``new`` lacks (files the pipeline does not write)."""
+    for entry in earlier.iterdir():
+        target = new / entry.name
+        if target.exists() or target.is_symlink():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, target, symlinks=True)
+        else:
+            shutil.copy2(entry, target, follow_symlinks=False)
 
 
 def find_checkpoint(source: str | Path) -> Path:
     """``source`` itself when it is a checkpoint, else the latest checkpoint of the run directory ``source``."""
     source = Path(source)
+    if not source.is_dir():
+        raise TrainingError(f"export source {source}: no such directory; pass a run directory (its output_dir) or one "
+                            "of its checkpoints/checkpoint-<step>")
     if checkpoint_step(source) is not None:
-        return resolve_checkpoint(source, source.parent)
+        return source
     latest = resolve_checkpoint("latest", source / CHECKPOINTS_DIR)
     if latest is None:
-        raise FileNotFoundError(f"{source} has no checkpoints (expected {source / CHECKPOINTS_DIR}/checkpoint-<step>); "
-                                "pass a run directory after its first checkpoint, or a checkpoint directory")
+        raise TrainingError(f"{source} has no checkpoints (expected {source / CHECKPOINTS_DIR}/checkpoint-<step>); "
+                            "pass a run directory after its first checkpoint, or a checkpoint directory")
     return latest
 
 
@@ -64,7 +96,7 @@ def load_parameters(model: torch.nn.Module, tensors: list[torch.Tensor], source:
     parameters = list(model.parameters())
     shapes = [tuple(p.shape) for p in parameters]
     if [tuple(t.shape) for t in tensors] != shapes:
-        raise ValueError(f"the EMA weights in {source} do not fit the run's model ({len(tensors)} tensors for "
+        raise TrainingError(f"the EMA weights in {source} do not fit the run's model ({len(tensors)} tensors for "
                          f"{len(parameters)} parameters); was train_config.yaml or the model config changed after training?")
     with torch.no_grad():
         for parameter, tensor in zip(parameters, tensors):
@@ -73,15 +105,15 @@ def load_parameters(model: torch.nn.Module, tensors: list[torch.Tensor], source:
 
 def check_compatible(pipeline: DiscoDiffPipeline, run_pipeline: DiscoDiffPipeline, stats: LatentStats, stage: str,
                      out_dir: Path) -> None:
-    """Raise a ValueError when the trained stage cannot join the pipeline in ``out_dir``."""
+    """Raise an :class:`OutputError` when the trained stage cannot join the pipeline in ``out_dir``."""
     other = "secondary" if stage == "primary" else "primary"
     ours, theirs = getattr(run_pipeline, stage).config, getattr(pipeline, other).config
     if (ours.context_dims, ours.pooled_dim) != (theirs.context_dims, theirs.pooled_dim) or \
             run_pipeline.codec.latent_channels != pipeline.codec.latent_channels:
-        raise ValueError(f"{out_dir} holds a pipeline with another codec or text encoder than this run; export into a new directory")
+        raise OutputError(f"{out_dir} holds a pipeline with another codec or text encoder than this run; export into a new directory")
     if pipeline.has_vocal_encoder != run_pipeline.has_vocal_encoder:
-        raise ValueError(f"{out_dir} and this run disagree on vocal_encoder.enabled; export into a new directory")
+        raise OutputError(f"{out_dir} and this run disagree on vocal_encoder.enabled; export into a new directory")
     if pipeline.latent_stats.fitted and not (torch.equal(pipeline.latent_stats.mean, stats.mean)
                                              and torch.equal(pipeline.latent_stats.std, stats.std)):
-        raise ValueError(f"{out_dir} was exported with other latent statistics than this run's data; train both stages "
+        raise OutputError(f"{out_dir} was exported with other latent statistics than this run's data; train both stages "
                          "on the same prepared data, or export into a new directory")

@@ -9,16 +9,19 @@ normalised vocal latents; each condition is dropped per sample, independently, f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from discodiff.build import build_pipeline
-from discodiff.conditioning import TextCondition
+from discodiff.codec import CodecNotFoundError
+from discodiff.conditioning import ConditionerNotFoundError, TextCondition
 from discodiff.config import DiscoDiffConfig
+from discodiff.errors import ConfigError, DataError
 from discodiff.diffusion import condition_dropout, sample_timesteps, v_diffusion_loss
 from discodiff.latents import LatentStats, merge_latents, split_latents
-from discodiff.pipeline import DiscoDiffPipeline
+from discodiff.pipeline import PIPELINE_FILE, DiscoDiffPipeline
 
 from .config import ModelSection
 
@@ -26,10 +29,40 @@ BATCH_KEYS = ("latents", "vocal_latents", "frame_mask", "captions")
 
 
 def load_pipeline(model: ModelSection, seed: int) -> DiscoDiffPipeline:
-    """The pipeline a run starts from: ``model.init_from`` if set, else built from ``model.config`` with weights seeded by ``seed``."""
+    """The pipeline a run starts from: ``model.init_from`` if set, else built from ``model.config`` with weights seeded by ``seed``.
+
+    A codec or text encoder that is neither local nor cached nor reachable is a :class:`ConfigError` that says how to
+    point the model config at a local copy.
+    """
     if model.init_from:
-        return DiscoDiffPipeline.from_pretrained(model.init_from)
-    return build_pipeline(DiscoDiffConfig.from_yaml(model.config, model.overrides), seed=seed)
+        check_init_from(model)
+        try:
+            return DiscoDiffPipeline.from_pretrained(model.init_from)
+        except (CodecNotFoundError, ConditionerNotFoundError) as err:
+            part = "codec" if isinstance(err, CodecNotFoundError) else "text encoder"
+            raise ConfigError(f"model.init_from={model.init_from}: its {part} could not be loaded (not a local directory, "
+                              f"not cached, hub unreachable); put the path of a local copy into "
+                              f"{Path(model.init_from) / PIPELINE_FILE} (sources.{part.replace(' ', '_')}.id)") from err
+    config = model_config(model)
+    try:
+        return build_pipeline(config, seed=seed)
+    except (CodecNotFoundError, ConditionerNotFoundError) as err:
+        key, value = ("codec.id", config.codec.id) if isinstance(err, CodecNotFoundError) else ("text_encoder.id", config.text_encoder.id)
+        raise ConfigError(f"the model's {key} '{value}' (model config {model.config}) could not be loaded (not a local "
+                          f"directory, not cached, hub unreachable); point it at a local copy with "
+                          f"model.overrides=[{key}=path/to/dir], or edit {key} in {model.config}") from err
+
+
+def model_config(model: ModelSection) -> DiscoDiffConfig:
+    """The model config of ``model`` with its overrides (a :class:`ConfigError` naming the file when it is wrong)."""
+    return DiscoDiffConfig.from_yaml(model.config, model.overrides)
+
+
+def check_init_from(model: ModelSection) -> None:
+    """``model.init_from`` is a model directory (holds ``pipeline.json``)."""
+    if not (Path(model.init_from) / PIPELINE_FILE).is_file():
+        raise ConfigError(f"model.init_from={model.init_from} is not a discodiff model directory (no {PIPELINE_FILE}); "
+                          "pass an exported model (train/export.py) or model.init_from=null to start from random weights")
 
 
 class StageModel(nn.Module):
@@ -156,11 +189,11 @@ class StageObjective:
     def _check(self, batch: dict) -> None:
         missing = [key for key in BATCH_KEYS if key not in batch]
         if missing:
-            raise KeyError(f"the batch lacks {missing}; datasets must yield {BATCH_KEYS} (see discodiff.training.data)")
+            raise DataError(f"the batch lacks {missing}; datasets must yield {BATCH_KEYS} (see discodiff.training.data)")
         latents, vocal, mask = batch["latents"], batch["vocal_latents"], batch["frame_mask"]
         if latents.ndim != 3 or latents.shape[1] != self.latent_channels:
-            raise ValueError(f"batch latents must be [B, {self.latent_channels}, L] for this model's codec, "
+            raise DataError(f"batch latents must be [B, {self.latent_channels}, L] for this model's codec, "
                              f"got {tuple(latents.shape)}; prepare the data with the model's codec")
         if vocal.shape != latents.shape or mask.shape != (latents.shape[0], latents.shape[2]) or mask.dtype != torch.bool:
-            raise ValueError(f"vocal_latents {tuple(vocal.shape)} must equal latents {tuple(latents.shape)} and frame_mask "
+            raise DataError(f"vocal_latents {tuple(vocal.shape)} must equal latents {tuple(latents.shape)} and frame_mask "
                              f"must be bool [B, L], got {mask.dtype} {tuple(mask.shape)}")

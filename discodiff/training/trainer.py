@@ -6,9 +6,14 @@ A run directory holds everything needed to resume and to export::
     RUN/train_config.yaml          the resolved config
     RUN/latent_stats.json          the data's latent statistics (exported with the weights)
     RUN/metrics.jsonl              one line per optimiser step and per validation
-    RUN/checkpoints/checkpoint-N/  accelerator.save_state + TrainingState (EMA, generators, counters)
+    RUN/checkpoints/checkpoint-N/  accelerator.save_state + TrainingState (EMA, generators, counters, run id)
     RUN/samples/step-N/            i.wav, i.png, captions.json (reference/: the true latents decoded)
     RUN/logs/<project_name>/       TensorBoard events (or W&B, with logging.log_with=wandb)
+
+Earlier work is protected (:mod:`.run`): a new run refuses a folder that holds a run unless told to
+``overwrite`` it, a resumed run refuses a changed config and newer checkpoints, and checkpoint pruning only
+deletes the current run's own checkpoints. :func:`check_run` makes every check that needs no model (the
+model config, the data, the run directory), so a launch script fails in one line before building anything.
 """
 
 from __future__ import annotations
@@ -17,26 +22,47 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from accelerate.utils import (DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration,
+                              broadcast_object_list, set_seed)
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
 from discodiff.data.cache import LATENT_STATS_FILE
+from discodiff.errors import ConfigError, DataError, TrainingError
+from discodiff.latents import LatentStats
+from discodiff.outputs import atomic_file
 
-from .checkpoint import CHECKPOINTS_DIR, checkpoint_path, remove_incomplete, resolve_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINTS_DIR, checkpoint_path, remove_incomplete, save_checkpoint
 from .config import TrainConfig
-from .data import TrainingData
+from .data import TrainingData, check_data
 from .logging import MetricsLog, log_samples, loss_by_time_bucket, write_samples
-from .stage import StageModel, StageObjective, load_pipeline
-from .state import TrainingState, ema_weights
+from .run import CONFIG_FILE, LOGS_DIR, METRICS_FILE, SAMPLES_DIR, RunPlan, plan_run
+from .stage import StageModel, StageObjective, check_init_from, load_pipeline, model_config
+from .state import TrainingState, ema_weights, new_run_id
 from .validation import decode, generate_samples, validation_loss
 
-CONFIG_FILE = "train_config.yaml"
-METRICS_FILE = "metrics.jsonl"
-SAMPLES_DIR = "samples"
-LOGS_DIR = "logs"
+CHECKPOINT_COPIES = 4  # weights, two AdamW moments, EMA: the bytes of a checkpoint per parameter byte
+
+
+def check_run(config: TrainConfig, resume: str | Path | None = None, overwrite: bool = False) -> RunPlan:
+    """Every check of a run that needs no model: the model config, the data (:func:`~.data.check_data`) and the run
+    directory (:func:`~.run.plan_run`). Raises one-line errors; writes nothing. :meth:`Trainer.train` checks again."""
+    frame_multiple = None
+    if config.model.init_from:
+        check_init_from(config.model)
+    else:
+        frame_multiple = 2 ** (len(getattr(model_config(config.model), config.stage).block_channels) - 1)
+    check_data(config.data, frame_multiple)
+    return plan_run(config, resume, overwrite)
+
+
+def check_precision(mixed_precision: str, device: torch.device) -> None:
+    """fp16 on the CPU would silently train in fp32 (Accelerate turns autocast off there); bf16 autocasts on the CPU."""
+    if mixed_precision == "fp16" and device.type == "cpu":
+        raise ConfigError("mixed_precision=fp16 needs a CUDA GPU (this run is on the CPU, where it would silently train "
+                          "in fp32); use mixed_precision=bf16 or mixed_precision=no on CPU")
 
 
 class Trainer:
@@ -47,11 +73,15 @@ class Trainer:
     with ``accelerate.utils.set_seed(config.seed)`` — the only global seeding, for U-Net dropout and data-loader
     workers; t, condition dropout and noise come from the checkpointed per-process generator of
     :class:`TrainingState`.
+
+    Building the trainer writes nothing; :meth:`train` checks the run directory (see :mod:`.run`) first.
     """
 
     def __init__(self, config: TrainConfig, data: TrainingData | None = None):
         self.config = config
         self.run_dir = Path(config.output_dir)
+        if data is None:
+            check_data(config.data)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             gradient_accumulation_plugin=GradientAccumulationPlugin(
@@ -60,6 +90,7 @@ class Trainer:
             log_with=None if config.logging.log_with == "none" else config.logging.log_with,
             project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / LOGS_DIR)),
         )
+        check_precision(config.mixed_precision, self.accelerator.device)
         set_seed(config.seed)
         self.pipeline = load_pipeline(config.model, config.seed)
         stage_model = StageModel.from_pipeline(self.pipeline, config.stage)
@@ -80,11 +111,12 @@ class Trainer:
         self.model, self.optimizer, self.train_loader, self.validation_loader, self.lr_scheduler = self.accelerator.prepare(
             stage_model.train(), optimizer, *self._dataloaders(), self._lr_schedule(optimizer))
         if len(self.train_loader) == 0:
-            raise ValueError(f"the training set ({len(self.data.train)} items) is smaller than one batch "
+            raise DataError(f"the training set ({len(self.data.train)} items) is smaller than one batch "
                              f"({config.data.batch_size} per process × {self.accelerator.num_processes}); lower data.batch_size")
         ema = EMAModel(self.model.parameters(), decay=config.ema.decay, use_ema_warmup=config.ema.use_warmup,
                        inv_gamma=config.ema.inv_gamma, power=config.ema.power, update_after_step=config.ema.update_after_step)
-        self.state = TrainingState(ema, config.seed, self.accelerator.process_index, self.accelerator.num_processes)
+        run_id = broadcast_object_list([new_run_id()])[0]  # the main process's, so that every process agrees
+        self.state = TrainingState(ema, config.seed, self.accelerator.process_index, self.accelerator.num_processes, run_id)
         self.accelerator.register_for_checkpointing(self.state)
         self.metrics = MetricsLog(self.run_dir / METRICS_FILE)
 
@@ -115,25 +147,36 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def train(self, resume: str | Path | None = None) -> Path:
-        """Train until ``config.max_steps``; ``resume``: ``latest`` or a checkpoint directory. Returns the run directory."""
+    def train(self, resume: str | Path | None = None, overwrite: bool = False) -> Path:
+        """Train until ``config.max_steps``; returns the run directory.
+
+        ``resume``: ``latest`` or a checkpoint directory of ``config.output_dir``; ``overwrite``: allow deleting earlier
+        work there (a whole earlier run without ``resume``; the checkpoints after the resumed one with it). The run
+        directory is checked (:func:`~.run.plan_run`) before anything is written.
+        """
         accelerator, config, state = self.accelerator, self.config, self.state
         checkpoints = self.run_dir / CHECKPOINTS_DIR
+        plan = plan_run(config, resume, overwrite, expected_bytes=self._checkpoint_bytes())
+        if plan.resume:
+            self._check_latent_stats()
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            for removed in plan.remove_earlier_work():
+                accelerator.print(f"removed {removed} (--overwrite)")
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.run_dir / CONFIG_FILE)
-            self.data.latent_stats.save(self.run_dir / LATENT_STATS_FILE)
+            with atomic_file(self.run_dir / LATENT_STATS_FILE) as temporary:
+                self.data.latent_stats.save(temporary)
             for leftover in remove_incomplete(checkpoints):
                 accelerator.print(f"removed incomplete checkpoint {leftover}")
         accelerator.wait_for_everyone()
-        start = resolve_checkpoint(resume, checkpoints) if resume else None
-        if start is not None:
-            accelerator.load_state(str(start))
-            if accelerator.is_main_process:
-                self.metrics.truncate_after(state.step)
-            accelerator.print(f"resumed from {start} at step {state.step}")
-        elif resume:
+        if plan.start is not None:
+            accelerator.load_state(str(plan.start))
+            accelerator.print(f"resumed from {plan.start} at step {state.step}")
+        elif plan.resume:
             accelerator.print(f"no checkpoint in {checkpoints} yet: starting from step 0")
+        if plan.resume and accelerator.is_main_process:
+            self.metrics.truncate_after(state.step)  # records a crashed run wrote after its last checkpoint
         accelerator.init_trackers(config.logging.project_name, config=tracker_config(config))
 
         progress = tqdm(total=config.max_steps, initial=state.step, desc=f"train {config.stage}",
@@ -157,7 +200,7 @@ class Trainer:
             progress.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}")
             self._periodic()
         if not checkpoint_path(checkpoints, state.step).is_dir():
-            save_checkpoint(accelerator, checkpoints, state.step, config.checkpoint.keep_last)
+            save_checkpoint(accelerator, checkpoints, state.step, config.checkpoint.keep_last, state.run_id)
         progress.close()
         accelerator.end_training()
         return self.run_dir
@@ -197,7 +240,8 @@ class Trainer:
         if config.samples.every and step % config.samples.every == 0:
             self._samples()
         if step % config.checkpoint.every == 0:
-            save_checkpoint(self.accelerator, self.run_dir / CHECKPOINTS_DIR, step, config.checkpoint.keep_last)
+            save_checkpoint(self.accelerator, self.run_dir / CHECKPOINTS_DIR, step, config.checkpoint.keep_last,
+                            self.state.run_id)
 
     def _samples(self) -> None:
         """Generate audio with the EMA weights on the first validation items (every process; the main one writes)."""
@@ -216,6 +260,25 @@ class Trainer:
             write_samples(samples_dir / "reference", decode(self.pipeline, batch.latents), rate, captions)
         write_samples(samples_dir / f"step-{step}", audios, rate, captions)
         log_samples(accelerator, "samples", audios, rate, captions, step)
+
+    def _checkpoint_bytes(self) -> int:
+        """About the size of one checkpoint (weights, optimiser moments and EMA), for the free-space check."""
+        model = self.accelerator.unwrap_model(self.model)
+        return CHECKPOINT_COPIES * sum(p.numel() * p.element_size() for p in model.parameters())
+
+    def _check_latent_stats(self) -> None:
+        """A resumed run must train on data with the latent statistics it started with (they are exported with it)."""
+        path = self.run_dir / LATENT_STATS_FILE
+        if not path.is_file():
+            return
+        saved, ours = LatentStats.load(path), self.data.latent_stats
+        same = (saved.per, saved.codebook_dim, saved.fitted) == (ours.per, ours.codebook_dim, ours.fitted) and \
+            saved.mean.shape == ours.mean.shape and torch.equal(saved.mean.double(), ours.mean.double()) and \
+            torch.equal(saved.std.double(), ours.std.double())
+        if not same:
+            raise TrainingError(f"--resume: the data's latent statistics differ from the run's ({path}): data.data_dir "
+                                f"({self.config.data.data_dir}) was changed or re-prepared; resume on the data the run "
+                                "started with, or train into a new output_dir")
 
     def _log(self, metrics: dict[str, float]) -> None:
         self.accelerator.log(metrics, step=self.state.step)

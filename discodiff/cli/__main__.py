@@ -1,0 +1,5 @@
+"""``python -m discodiff.cli`` runs the ``discodiff`` command."""
+
+from .app import app
+
+app()

@@ -1,0 +1,135 @@
+"""The run directory: what a training run may continue, replace or delete there, decided before anything is written.
+
+:func:`plan_run` reads ``output_dir`` and the ``--resume`` / ``--overwrite`` choice and returns a
+:class:`RunPlan`, or raises a one-line error, without writing anything:
+
+- without ``--resume``, ``output_dir`` must be new or empty. One that holds a run (``train_config.yaml`` or
+  ``checkpoints/``) is refused with an :class:`~discodiff.errors.ExistingWorkError` naming ``--resume latest``
+  (continue it) and ``--overwrite`` (start over: only then are the earlier run's checkpoints, metrics,
+  samples and logs deleted, when training starts). A non-empty folder that holds no run is always refused.
+- with ``--resume latest`` the newest complete checkpoint is continued (a fresh start when there is none);
+  with ``--resume RUN/checkpoints/checkpoint-N`` that checkpoint, which must belong to ``output_dir``. Newer
+  checkpoints of the run would be replaced as the run retrains their steps, so they are refused by name
+  unless ``--overwrite`` allows deleting them.
+- a resumed run must use the saved ``train_config.yaml`` but for :data:`~.config.RESUMABLE_KEYS` (how long it
+  runs and what it logs, validates, samples and keeps); other differences are refused by key.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from discodiff.data.cache import LATENT_STATS_FILE
+from discodiff.errors import ExistingWorkError, TrainingError
+from discodiff.outputs import check_output_dir
+
+from .checkpoint import CHECKPOINTS_DIR, checkpoint_step, list_checkpoints, require_complete, resolve_checkpoint
+from .config import RESUMABLE_KEYS, TrainConfig
+
+CONFIG_FILE = "train_config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_DIR = "samples"
+LOGS_DIR = "logs"
+RUN_MARKERS = (CONFIG_FILE, CHECKPOINTS_DIR)  # what makes a folder a run directory
+RUN_ENTRIES = (CONFIG_FILE, LATENT_STATS_FILE, METRICS_FILE, CHECKPOINTS_DIR, SAMPLES_DIR, LOGS_DIR)  # what a run writes
+
+
+@dataclass
+class RunPlan:
+    """``run_dir``; ``resume``: continue the run there (or start it, when it has no checkpoint yet); ``start``: the
+    checkpoint to load (None: step 0); ``remove``: earlier work that ``--overwrite`` allowed to delete, removed
+    when training starts."""
+
+    run_dir: Path
+    resume: bool = False
+    start: Path | None = None
+    remove: list[Path] = field(default_factory=list)
+
+    @property
+    def start_step(self) -> int:
+        return checkpoint_step(self.start) if self.start is not None else 0
+
+    def remove_earlier_work(self) -> list[Path]:
+        """Delete :attr:`remove` (call on the main process only); return what was deleted."""
+        removed = []
+        for path in self.remove:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            removed.append(path)
+        return removed
+
+
+def plan_run(config: TrainConfig, resume: str | Path | None = None, overwrite: bool = False,
+             expected_bytes: int = 0) -> RunPlan:
+    """Check ``config.output_dir`` for a run started (``resume`` None) or continued (``latest`` or a checkpoint
+    directory) as asked, with room for ``expected_bytes``; see the module docstring. Writes nothing."""
+    run_dir = Path(config.output_dir)
+    checkpoints = run_dir / CHECKPOINTS_DIR
+    present = [name for name in RUN_MARKERS if (run_dir / name).exists()]
+    if resume is None and present and not overwrite:
+        raise ExistingWorkError(f"output_dir {run_dir} already holds a training run ({describe_run(run_dir)}); pass "
+                                "--resume latest to continue it, or --overwrite to start over (deletes its checkpoints, "
+                                "metrics, samples and logs), or choose a new output_dir")
+    check_output_dir(run_dir, what="output_dir", marker=present[0] if present else CONFIG_FILE, reuse=True,
+                     expected_bytes=expected_bytes)
+    if resume is None:
+        return RunPlan(run_dir, remove=[run_dir / name for name in RUN_ENTRIES if (run_dir / name).exists()])
+
+    start = resolve_resume(resume, run_dir)
+    remove = []
+    if start is not None:
+        step = checkpoint_step(start)
+        newer = [p for p in list_checkpoints(checkpoints) if checkpoint_step(p) > step]
+        if newer and not overwrite:
+            raise ExistingWorkError(f"--resume {resume}: {checkpoints} holds newer checkpoints "
+                                    f"({', '.join(p.name for p in newer)}) that continuing from step {step} would replace; "
+                                    "pass --resume latest to continue from the newest, or --overwrite to delete them")
+        samples = run_dir / SAMPLES_DIR
+        newer_samples = [p for p in samples.glob("step-*") if p.name[5:].isdigit() and int(p.name[5:]) > step] \
+            if samples.is_dir() else []
+        remove = newer + sorted(newer_samples)
+    check_resumed_config(config, run_dir)
+    return RunPlan(run_dir, resume=True, start=start, remove=remove)
+
+
+def resolve_resume(resume: str | Path, run_dir: Path) -> Path | None:
+    """The checkpoint that ``--resume resume`` names in ``run_dir`` (None: ``latest`` and no checkpoint yet)."""
+    checkpoints = run_dir / CHECKPOINTS_DIR
+    start = resolve_checkpoint(resume, checkpoints)
+    if start is None:
+        return None
+    if str(resume) != "latest" and start.resolve().parent != checkpoints.resolve():
+        owner = start.resolve().parent.parent
+        raise TrainingError(f"--resume {resume} is not a checkpoint of output_dir {run_dir}; pass output_dir={owner} "
+                            f"to continue that run, or one of {run_dir / CHECKPOINTS_DIR}/checkpoint-<step>")
+    return require_complete(start, f"--resume {resume}:" if str(resume) == "latest" else "--resume")
+
+
+def check_resumed_config(config: TrainConfig, run_dir: Path) -> None:
+    """Refuse ``config`` when it differs from the run's saved ``train_config.yaml`` in anything but :data:`RESUMABLE_KEYS`."""
+    saved = run_dir / CONFIG_FILE
+    if not saved.is_file():
+        return
+    differences = TrainConfig.from_yaml(saved).differences(config)
+    if differences:
+        allowed = ", ".join(RESUMABLE_KEYS)
+        raise TrainingError(f"--resume: this config differs from the run's {saved} in {'; '.join(differences)}; "
+                            f"a resumed run may change only {allowed}: resume with the saved values, or train into "
+                            "a new output_dir")
+
+
+def describe_run(run_dir: Path) -> str:
+    """``train_config.yaml, 2 checkpoints up to checkpoint-40`` for an error message."""
+    parts = [CONFIG_FILE] if (run_dir / CONFIG_FILE).exists() else []
+    found = list_checkpoints(run_dir / CHECKPOINTS_DIR)
+    if found:
+        parts.append(f"{len(found)} checkpoint{'s' if len(found) > 1 else ''} up to {found[-1].name}")
+    elif (run_dir / CHECKPOINTS_DIR).exists():
+        parts.append(f"{CHECKPOINTS_DIR}/")
+    return ", ".join(parts)
