@@ -25,7 +25,7 @@ def build_pipeline(config: DiscoDiffConfig, seed: int = 0, latent_stats: LatentS
         codec = build_tiny_codec(seed=seed) if config.codec.id == TINY else DacCodec.from_pretrained(config.codec.id, config.codec.backend)
         text = config.text_encoder
         if text.id == TINY:
-            text_encoder = build_tiny_t5_conditioner(seed=seed)
+            text_encoder = build_tiny_t5_conditioner(seed=seed, max_length=text.max_length)
         else:
             text_encoder = build_text_conditioner(text.kind, text.id, max_length=text.max_length)
         vocal = config.vocal_encoder

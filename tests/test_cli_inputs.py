@@ -237,6 +237,7 @@ def test_sample_writes_accompaniment_and_mix(tmp_path, vocal, model):
     result = invoke("sample", "--model", model, "--prompt", "x", "--vocal", vocal, "--out", tmp_path / "a.wav",
                     "--mix", tmp_path / "m.wav", "--steps", "2", "--quiet")
     assert result.exit_code == 0, result.output
+    assert "it/s" not in result.output and "%|" not in result.output  # --quiet silences the libraries' bars too
     for name in ("a.wav", "m.wav"):
         audio, rate = sf.read(tmp_path / name)
         assert rate == 44100 and audio.shape == (44100,)

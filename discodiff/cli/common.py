@@ -9,9 +9,9 @@ import typer
 
 from ..audio import read_audio, resample, validate
 from ..codec import BACKENDS, DEFAULT_CODEC, DacCodec
+from ..codec.dac_codec import MIN_CHUNK_SECONDS
 from ..errors import ConfigError
 
-MIN_CHUNK_SECONDS = 1.0
 MAX_CHUNK_SECONDS = 3600.0
 
 CodecOption = typer.Option(DEFAULT_CODEC, "--codec", help="Hub id, local DacModel directory, or .pth (with --codec-backend descript).")

@@ -8,6 +8,7 @@ from .text import (
     ConditionerNotFoundError,
     FlanT5Conditioner,
     FrozenTextConditioner,
+    PromptTruncatedWarning,
     TextCondition,
     build_text_conditioner,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "DacLatentFeatures",
     "FlanT5Conditioner",
     "FrozenTextConditioner",
+    "PromptTruncatedWarning",
     "TextCondition",
     "VocalConditioner",
     "VocalConditionerOutput",

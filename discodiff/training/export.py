@@ -7,14 +7,13 @@ one after the other into one model; a fresh directory gets the run's starting pi
 The run's latent statistics go with the weights.
 
 The destination is checked before any model is loaded: a new or empty folder, or a model directory
-(``pipeline.json``); any other non-empty folder is refused. The model is written into a temporary sibling
-folder that replaces the destination in one rename (files of an earlier model directory that the pipeline
-does not write are carried over), so a failed export leaves the earlier model as it was.
+(``pipeline.json``); any other non-empty folder is refused. :meth:`DiscoDiffPipeline.save_pretrained` writes
+it atomically (built under a temporary name, then swapped in; other files of an earlier model directory are
+carried over), so a failed export leaves the earlier model as it was.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ import torch
 from discodiff.data.cache import LATENT_STATS_FILE
 from discodiff.errors import OutputError, TrainingError
 from discodiff.latents import LatentStats
-from discodiff.outputs import atomic_directory, check_output_dir
+from discodiff.outputs import check_output_dir
 from discodiff.pipeline import PIPELINE_FILE, DiscoDiffPipeline
 
 from .checkpoint import CHECKPOINTS_DIR, checkpoint_step, require_complete, resolve_checkpoint
@@ -57,23 +56,7 @@ def export_pipeline(source: str | Path, out_dir: str | Path) -> Path:
     else:
         pipeline = run_pipeline
     pipeline.latent_stats = stats
-    with atomic_directory(out_dir) as temporary:
-        pipeline.save_pretrained(temporary)
-        if updating:
-            carry_over(out_dir, temporary)
-    return out_dir
-
-
-def carry_over(earlier: Path, new: Path) -> None:
-    """Copy the entries of the model directory ``earlier`` that ``new`` lacks (files the pipeline does not write)."""
-    for entry in earlier.iterdir():
-        target = new / entry.name
-        if target.exists() or target.is_symlink():
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, target, symlinks=True)
-        else:
-            shutil.copy2(entry, target, follow_symlinks=False)
+    return pipeline.save_pretrained(out_dir)
 
 
 def find_checkpoint(source: str | Path) -> Path:
