@@ -15,13 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 from conftest import tone
-from test_training import CROP_FRAMES, TINY, TRAIN_SCRIPT, overrides, subprocess_env, write_synthetic_data
+from test_training import TINY, TRAIN_SCRIPT, overrides, subprocess_env, write_synthetic_data
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT_SCRIPT = REPO / "train" / "export.py"

@@ -15,6 +15,8 @@ import torch
 from accelerate import Accelerator
 
 from discodiff.audio import save_audio
+from discodiff.errors import MissingExtraError
+from discodiff.outputs import atomic_file
 
 
 class MetricsLog:
@@ -40,9 +42,11 @@ class MetricsLog:
         return records
 
     def truncate_after(self, step: int) -> None:
-        """Drop records after ``step`` (written by a crashed run past its last checkpoint) before resuming."""
+        """Drop records after ``step`` (written by a crashed run past its last checkpoint) before resuming; atomically,
+        so a crash meanwhile keeps the earlier file."""
         kept = [record for record in self.read() if record["step"] <= step]
-        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        with atomic_file(self.path) as temporary:
+            temporary.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
 def loss_by_time_bucket(losses: torch.Tensor, t: torch.Tensor, buckets: int) -> dict[str, float]:
@@ -72,7 +76,7 @@ def write_spectrogram_png(audio: torch.Tensor, path: str | Path) -> Path:
     try:
         from PIL import Image
     except ImportError as err:
-        raise ImportError("spectrogram PNGs need pillow: pip install pillow (or set samples.every=0)") from err
+        raise MissingExtraError("spectrogram PNGs need pillow: pip install pillow (or set samples.every=0)") from err
     path = Path(path)
     Image.fromarray(spectrogram_image(audio), mode="L").save(path)
     return path
