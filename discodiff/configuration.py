@@ -126,18 +126,19 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> None:
         node[leaf] = value
 
 
-def check_types(config, where: str, prefix: str = "") -> None:
+def check_types(config, where: str, prefix: str = "", parse_text: bool = True) -> None:
     """Check every field of a dataclass tree against its type and bound, parsing override text and coercing int → float.
 
-    Errors read ``<where>: <section.key> must be …``, the key spelt as an override would spell it.
+    Errors read ``<where>: <section.key> must be …``, the key spelt as an override would spell it. With
+    ``parse_text`` False (JSON written by a program, not typed by a user) text is never read as a number.
     """
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value, hint, key = getattr(config, f.name), hints[f.name], f"{prefix}{f.name}"
         if dataclasses.is_dataclass(hint):
-            check_types(value, where, f"{key}.")
+            check_types(value, where, f"{key}.", parse_text)
             continue
-        value = _coerce(value, hint, f"{where}: {key}")
+        value = _coerce(value, hint, f"{where}: {key}", parse_text)
         bound = f.metadata.get("bound")
         if bound is not None:
             for item in value if isinstance(value, list) else [value]:
@@ -146,14 +147,14 @@ def check_types(config, where: str, prefix: str = "") -> None:
         setattr(config, f.name, value)
 
 
-def _coerce(value, hint, key: str):
+def _coerce(value, hint, key: str, parse_text: bool = True):
     """``value`` as type ``hint`` (a scalar type, ``X | None``, ``list[X]`` or ``dict``), or a ConfigError naming ``key``.
 
     Text for a field that is not a string, and text values of a ``dict``, are read as YAML (``3``, ``1e-4``,
     ``true``, ``[0.9, 0.99]``, ``null``).
     """
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if isinstance(value, str) and (str not in options or value in ("null", "~")):
+    if parse_text and isinstance(value, str) and (str not in options or value in ("null", "~")):
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError as err:
@@ -165,8 +166,8 @@ def _coerce(value, hint, key: str):
             return {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in value.items()}
         if typing.get_origin(option) is list and isinstance(value, list):
             (item,) = typing.get_args(option)
-            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        if option is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            return [_coerce(v, item, f"{key}[{i}]", parse_text) for i, v in enumerate(value)]
+        if option is float and isinstance(value, (int, str) if parse_text else int) and not isinstance(value, bool):
             try:
                 return float(value)
             except ValueError:

@@ -13,6 +13,7 @@ without one, the vocal context is the learned null in every row.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -20,7 +21,7 @@ import numbers
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +32,13 @@ from diffusers.utils import BaseOutput
 
 from .audio import load_audio
 from .codec import DacCodec
-from .codec.backends import BACKENDS
 from .conditioning import DacLatentFeatures
-from .conditioning.text import TEXT_CONDITIONERS
-from .config import MAX_DURATION_SECONDS, MAX_INFERENCE_STEPS
+from .config import MAX_DURATION_SECONDS, MAX_INFERENCE_STEPS, CodecConfig, SamplingConfig, TextEncoderConfig
+from .configuration import check_types, from_dict
 from .diffusion import guided_denoiser, sample
 from .diffusion.objective import Denoiser, Generators
 from .diffusion.sampling import SCHEDULER_DEFAULTS, _check_compatible, check_num_steps
-from .errors import GenerationError, ModelDirectoryError
+from .errors import ConfigError, GenerationError, ModelDirectoryError
 from .latents import LatentStats, merge_latents
 from .models import UNet1DConditionModel
 from .outputs import atomic_directory
@@ -458,61 +458,34 @@ def _read_json_object(path: Path, what: str) -> dict:
 
 
 def _manifest_problem(manifest: dict) -> str | None:
-    """What is wrong with the structure of a ``pipeline.json`` object (first problem), or None."""
-    def check(where: str, value, valid: Callable[[object], bool], expected: str) -> str | None:
-        return None if valid(value) else f"{where} must be {expected}, got {value!r}"
+    """What is wrong with the structure of a ``pipeline.json`` object (first problem), or None.
 
-    def is_dict(value) -> bool:
-        return isinstance(value, dict)
-
-    def text(value) -> bool:
-        return isinstance(value, str) and bool(value)
-
+    ``sources`` and ``defaults`` are checked against the model config schema (:mod:`discodiff.config`), so a
+    model directory obeys the same types and ranges as the config it was built from.
+    """
     missing = [key for key in ("sources", "defaults", "vocal_encoder") if key not in manifest]
     if missing:
         return f"missing {', '.join(missing)}"
+    if not isinstance(manifest["vocal_encoder"], bool):
+        return f"vocal_encoder must be true or false, got {manifest['vocal_encoder']!r}"
     sources, defaults = manifest["sources"], manifest["defaults"]
-    checks = [("sources", sources, is_dict, "an object with codec and text_encoder"),
-              ("defaults", defaults, is_dict, "an object of sampling defaults"),
-              ("vocal_encoder", manifest["vocal_encoder"], lambda v: isinstance(v, bool), "true or false")]
-    for problem in (check(*c) for c in checks):
-        if problem:
-            return problem
-    fields = {
-        "codec": [("id", text, "a hub id or path"), ("backend", lambda v: v in BACKENDS, f"one of {BACKENDS}")],
-        "text_encoder": [("kind", lambda v: isinstance(v, str) and v in TEXT_CONDITIONERS, f"one of {tuple(TEXT_CONDITIONERS)}"),
-                         ("id", text, "a hub id or path"),
-                         ("max_length", lambda v: _is_integer(v) and v >= 1, "a whole number >= 1")],
-    }
-    for name, entries in fields.items():
-        source = sources.get(name)
-        if not is_dict(source):
-            return f"sources.{name} must be an object, got {source!r}"
-        for key, valid, expected in entries:
-            if key not in source:
-                return f"sources.{name}.{key} is missing"
-            problem = check(f"sources.{name}.{key}", source[key], valid, expected)
-            if problem:
-                return problem
-        if not isinstance(source.get("bundled", False), bool):
-            return f"sources.{name}.bundled must be true or false, got {source['bundled']!r}"
-
-    def real_in(low: float, high: float, low_open: bool = False) -> Callable[[object], bool]:
-        return lambda v: _is_real(v) and math.isfinite(v) and (low < v if low_open else low <= v) and v <= high
-
-    defaults_fields = [
-        ("num_inference_steps", lambda v: _is_integer(v) and 1 <= v <= MAX_INFERENCE_STEPS,
-         f"a whole number in 1 … {MAX_INFERENCE_STEPS}"),
-        ("text_guidance", real_in(0.0, MAX_GUIDANCE), f"a number in 0 … {MAX_GUIDANCE:g}"),
-        ("vocal_guidance", real_in(0.0, MAX_GUIDANCE), f"a number in 0 … {MAX_GUIDANCE:g}"),
-        ("duration", real_in(0.0, MAX_DURATION_SECONDS, low_open=True), f"seconds in (0, {MAX_DURATION_SECONDS:g}]"),
-    ]
-    for key, valid, expected in defaults_fields:
-        if key not in defaults:
-            return f"defaults.{key} is missing"
-        problem = check(f"defaults.{key}", defaults[key], valid, expected)
-        if problem:
-            return problem
+    if not isinstance(sources, dict):
+        return f"sources must be an object with codec and text_encoder, got {sources!r}"
+    sections = [(f"sources.{name}", schema, sources.get(name)) for name, schema in
+                (("codec", CodecConfig), ("text_encoder", TextEncoderConfig))] + [("defaults", SamplingConfig, defaults)]
+    for section, schema, values in sections:
+        if not isinstance(values, dict):
+            return f"{section} must be an object, got {values!r}"
+        values = dict(values)
+        if not isinstance(values.pop("bundled", False), bool):
+            return f"{section}.bundled must be true or false, got {values and values.get('bundled')!r}"
+        absent = [f.name for f in dataclasses.fields(schema) if f.name not in values]
+        if absent:
+            return f"{section}.{absent[0]} is missing"
+        try:
+            check_types(from_dict(schema, values, PIPELINE_FILE, f"{section}."), PIPELINE_FILE, f"{section}.", parse_text=False)
+        except ConfigError as err:
+            return str(err).removeprefix(f"{PIPELINE_FILE}: ")
     return None
 
 
