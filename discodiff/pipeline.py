@@ -35,10 +35,11 @@ from .codec import DacCodec
 from .conditioning import DacLatentFeatures
 from .config import MAX_DURATION_SECONDS, MAX_INFERENCE_STEPS, CodecConfig, SamplingConfig, TextEncoderConfig
 from .configuration import check_types, from_dict
-from .diffusion import guided_denoiser, sample
-from .diffusion.objective import Denoiser, Generators
+from .diffusion import conditioned_denoiser, sample
+from .diffusion.objective import Denoiser
 from .diffusion.sampling import SCHEDULER_DEFAULTS, _check_compatible, check_num_steps
 from .errors import ConfigError, GenerationError, ModelDirectoryError
+from .guidance import Conditions, Generators
 from .latents import LatentStats, merge_latents
 from .models import UNet1DConditionModel
 from .outputs import atomic_directory
@@ -65,25 +66,6 @@ class DiscoDiffPipelineOutput(BaseOutput):
 
     audios: np.ndarray | torch.Tensor | None
     latents: torch.Tensor
-
-
-@dataclass
-class Conditions:
-    """Per-sample conditions in the U-Nets' context order (text, vocal); None = null for every sample."""
-
-    contexts: list[torch.Tensor | None]
-    masks: list[torch.Tensor | None]
-    pooled: torch.Tensor | None
-
-    def repeated(self, copies: int) -> "Conditions":
-        """Each tensor repeated ``copies`` times along the batch, stage-major (for batched guidance)."""
-        return Conditions([repeat_batch(c, copies) for c in self.contexts], [repeat_batch(m, copies) for m in self.masks],
-                          repeat_batch(self.pooled, copies))
-
-
-def repeat_batch(x: torch.Tensor | None, copies: int) -> torch.Tensor | None:
-    """``[B, …]`` → ``[copies·B, …]`` (copy-major); None stays None."""
-    return x if x is None or copies == 1 else torch.cat([x] * copies)
 
 
 class DiscoDiffPipeline:
@@ -157,22 +139,9 @@ class DiscoDiffPipeline:
 
     def denoiser(self, unet: UNet1DConditionModel, conditions: Conditions, scales: Sequence[float],
                  clean_prefix: torch.Tensor | None = None) -> Denoiser:
-        """``denoise(x [B, C, L], t [B]) → v`` with guidance over the first ``len(scales)`` contexts.
-
-        ``clean_prefix`` (the primary, for the secondary U-Net) is concatenated before the noisy input.
-        With every scale 1 the fully conditional model runs alone (no unconditional rows).
-        """
-        def model(x, t, dropped):
-            copies = x.shape[0] // conditions.contexts[0].shape[0]
-            cond = conditions.repeated(copies)
-            if clean_prefix is not None:
-                x = torch.cat([repeat_batch(clean_prefix, copies), x], dim=1)
-            dropped = list(dropped) + [None] * (len(cond.contexts) - len(dropped))
-            return unet(x, t, cond.contexts, cond.masks, cond.pooled, condition_dropped=dropped).sample
-
-        if all(scale == 1 for scale in scales):
-            return lambda x, t: model(x, t, [])
-        return guided_denoiser(model, scales)
+        """``denoise(x [B, C, L], t [B]) → v`` with guidance over the first ``len(scales)`` contexts
+        (:func:`~discodiff.diffusion.conditioned_denoiser`; with every scale 1 one conditional pass)."""
+        return conditioned_denoiser(unet_call(unet), conditions, scales, clean_prefix)
 
     # --- sampling ------------------------------------------------------------------------------
 
@@ -401,6 +370,14 @@ class DiscoDiffPipeline:
                        scheduler=scheduler, latent_stats=latent_stats, sources=sources, defaults=manifest["defaults"],
                        **vocal_encoders)
         return pipeline.to(device) if device is not None else pipeline
+
+
+def unet_call(unet: UNet1DConditionModel):
+    """``unet`` as ``call(x, t, conditions, dropped) → v``, the form :func:`~discodiff.diffusion.conditioned_denoiser` takes."""
+    def call(x: torch.Tensor, t: torch.Tensor, conditions: Conditions, dropped: list[torch.Tensor | None]) -> torch.Tensor:
+        return unet(x, t, conditions.contexts, conditions.masks, conditions.pooled, condition_dropped=dropped).sample
+
+    return call
 
 
 def _resolve(id_or_path: str, directory: Path) -> str:

@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from discodiff.codec import CodecNotFoundError, DacCodec, build_tiny_codec
+from discodiff.codec import CodecNotFoundError, DacCodec
 from conftest import tone
 
 # Chunked (overlap-discard, 0.5 s context) vs whole-signal processing on the tiny codec: measured

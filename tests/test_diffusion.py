@@ -8,22 +8,17 @@ import pytest
 import torch
 from diffusers.utils import is_torchsde_available
 
+from discodiff.guidance import condition_dropout, draw_normal, guidance_drop_masks, guided_prediction, repeat_batch, split_stages
 from discodiff.diffusion import (
     SCHEDULERS,
     add_noise,
     alpha_sigma,
-    condition_dropout,
-    draw_normal,
-    guidance_drop_masks,
     guided_denoiser,
-    guided_prediction,
     make_scheduler,
     predict_noise,
     predict_x0,
     sample,
     sample_timesteps,
-    split_stages,
-    stack_for_guidance,
     step_time,
     v_diffusion_loss,
     v_loss,
@@ -303,7 +298,7 @@ def test_guided_denoiser_runs_one_batched_forward():
     guided = guided_denoiser(model, [3.0, 2.0])(x, t)
     assert len(calls) == 1
     rows, times, _ = calls[0]
-    assert torch.equal(rows, stack_for_guidance(x, 2)) and torch.equal(times, t.repeat(3))
+    assert torch.equal(rows, repeat_batch(x, 3)) and torch.equal(times, t.repeat(3))
     v_uncond, v_text, v_full = split_stages(model(rows, times, guidance_drop_masks(2, 2)), 2)
     torch.testing.assert_close(v_text - v_uncond, torch.ones_like(x))
     torch.testing.assert_close(guided, x * t[:, None, None] + 3 * text_offset + 2 * vocal_offset)

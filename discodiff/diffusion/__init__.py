@@ -1,13 +1,14 @@
-"""The v-objective (noising, targets, loss, condition dropout), CFG and sampling with diffusers schedulers."""
+"""The v-objective (noising, targets, loss), guided denoisers and sampling with diffusers schedulers.
 
-from .guidance import guidance_drop_masks, guided_denoiser, guided_prediction, split_stages, stack_for_guidance
+Guidance math, condition dropout and generator helpers shared with other families live in
+:mod:`discodiff.guidance`.
+"""
+
+from .guidance import conditioned_denoiser, guided_denoiser
 from .objective import (
     LOSS_KINDS,
     add_noise,
     alpha_sigma,
-    condition_dropout,
-    draw_normal,
-    draw_uniform,
     predict_noise,
     predict_x0,
     sample_timesteps,
@@ -23,19 +24,13 @@ __all__ = [
     "SCHEDULERS",
     "add_noise",
     "alpha_sigma",
-    "condition_dropout",
-    "draw_normal",
-    "draw_uniform",
-    "guidance_drop_masks",
+    "conditioned_denoiser",
     "guided_denoiser",
-    "guided_prediction",
     "make_scheduler",
     "predict_noise",
     "predict_x0",
     "sample",
     "sample_timesteps",
-    "split_stages",
-    "stack_for_guidance",
     "step_time",
     "v_diffusion_loss",
     "v_loss",

@@ -1,4 +1,4 @@
-"""Continuous-time cosine v-diffusion: noising, v targets, the training loss, condition dropout.
+"""Continuous-time cosine v-diffusion: noising, v targets, the training loss.
 
 Time ``t ∈ [0, 1]`` with ``α = cos(πt/2)``, ``σ = sin(πt/2)`` (variance preserving, ``α² + σ² = 1``):
 ``x_t = α·x0 + σ·ε`` and the model predicts ``v = α·ε − σ·x0``. Tensors are ``[B, C, L]``; ``t`` is
@@ -9,39 +9,15 @@ passed in.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
+
+from ..guidance import Generators, draw_normal, draw_uniform
 
 LOSS_KINDS = ("l1", "l2")
 
-Generators = torch.Generator | Sequence[torch.Generator] | None
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _check_generators(generator: Generators, batch_size: int) -> None:
-    if isinstance(generator, Sequence) and len(generator) != batch_size:
-        raise ValueError(f"got {len(generator)} generators for a batch of {batch_size}; pass one per sample or a single one")
-
-
-def draw_normal(
-    shape: Sequence[int], generator: Generators = None, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-) -> torch.Tensor:
-    """Standard normal noise of ``shape``; with a list of generators, sample ``i`` comes from ``generator[i]``."""
-    _check_generators(generator, shape[0])
-    generator = list(generator) if isinstance(generator, Sequence) else generator
-    return randn_tensor(tuple(shape), generator=generator, device=torch.device(device or "cpu"), dtype=dtype)
-
-
-def draw_uniform(batch_size: int, generator: Generators = None, device: torch.device | str | None = None) -> torch.Tensor:
-    """``[B]`` float32 uniform in [0, 1); with a list of generators, entry ``i`` comes from ``generator[i]``."""
-    _check_generators(generator, batch_size)
-    if isinstance(generator, Sequence):
-        draws = torch.cat([torch.rand(1, generator=g, device=g.device) for g in generator])
-    else:
-        draws = torch.rand(batch_size, generator=generator, device=device if generator is None else generator.device)
-    return draws.to(device)
 
 
 def alpha_sigma(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,15 +86,6 @@ def v_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str = "l1", mas
     except RuntimeError as e:
         raise ValueError(f"mask {tuple(mask.shape)} must broadcast to the prediction {tuple(error.shape)}, e.g. [B, 1, L]") from e
     return (error * weights).sum(dim=dims) / weights.sum(dim=dims).clamp_min(torch.finfo(error.dtype).tiny)
-
-
-def condition_dropout(
-    batch_size: int, p: float, generator: Generators = None, device: torch.device | str | None = None
-) -> torch.Tensor:
-    """``[B]`` bool, True = drop this sample's condition; independent Bernoulli(``p``) per sample."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability p must be in [0, 1], got {p}")
-    return draw_uniform(batch_size, generator, device) < p
 
 
 def v_diffusion_loss(

@@ -43,7 +43,8 @@ from diffusers.utils import is_torchsde_available
 from tqdm.auto import tqdm
 
 from ..errors import GenerationError
-from .objective import Denoiser, Generators, draw_normal
+from ..guidance import Generators, draw_normal
+from .objective import Denoiser
 
 SCHEDULER_DEFAULTS: dict[str, tuple[type[SchedulerMixin], dict]] = {
     "cosine-dpm": (

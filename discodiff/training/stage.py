@@ -19,7 +19,8 @@ from discodiff.codec import CodecNotFoundError
 from discodiff.conditioning import ConditionerNotFoundError, TextCondition
 from discodiff.config import DiscoDiffConfig
 from discodiff.errors import ConfigError, DataError
-from discodiff.diffusion import condition_dropout, sample_timesteps, v_diffusion_loss
+from discodiff.diffusion import sample_timesteps, v_diffusion_loss
+from discodiff.guidance import condition_dropout
 from discodiff.latents import LatentStats, merge_latents, split_latents
 from discodiff.pipeline import PIPELINE_FILE, DiscoDiffPipeline
 

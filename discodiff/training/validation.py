@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 
 from discodiff.conditioning import TextCondition
 from discodiff.diffusion import guided_denoiser, sample
-from discodiff.pipeline import DiscoDiffPipeline, repeat_batch
+from discodiff.guidance import repeat_batch
+from discodiff.pipeline import DiscoDiffPipeline
 
 from .stage import StageBatch, StageObjective
 from .state import process_seed
