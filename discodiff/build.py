@@ -2,32 +2,44 @@
 
 Channel counts come from the codec (``d`` and ``K·d``) and context widths from the conditioners, so a
 config only states what is a real choice. ``tiny`` codec / text encoder ids build local random
-models (no download) that are bundled into the saved model directory.
+models (no download) that are bundled into the saved model directory; they are fixed models, not
+functions of the build seed (:mod:`discodiff.codec.resolve`, :mod:`discodiff.conditioning.resolve`).
+:data:`FAMILY` describes the coarse-to-fine diffusion family for :mod:`discodiff.pipeline_utils` (config,
+builder, pipeline, training task).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .codec import DacCodec, build_tiny_codec
-from .conditioning import VocalConditioner, build_text_conditioner, build_tiny_t5_conditioner
+from .codec.resolve import load_codec
+from .conditioning import VocalConditioner
+from .conditioning.resolve import load_text_encoder
 from .config import TINY, DiscoDiffConfig
 from .diffusion import make_scheduler
 from .latents import LatentStats
 from .models import UNet1DConditionModel
 from .pipeline import DiscoDiffPipeline
+from .pipeline_utils import Family
+
+FAMILY = Family(
+    name="discodiff",
+    config="discodiff.config:DiscoDiffConfig",
+    build="discodiff.build:build_pipeline",
+    pipeline="discodiff.pipeline:DiscoDiffPipeline",
+    task="discodiff.training.diffusion_task:DiffusionStageTask",
+    sample_options=("num_inference_steps", "text_guidance", "vocal_guidance", "scheduler", "primary_latents", "output_type"),
+    load_options=("codec", "text_encoder"),
+)
 
 
 def build_pipeline(config: DiscoDiffConfig, seed: int = 0, latent_stats: LatentStats | None = None) -> DiscoDiffPipeline:
     """A pipeline with seeded random U-Nets / vocal encoder; ``latent_stats`` defaults to the unfitted identity."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        codec = build_tiny_codec(seed=seed) if config.codec.id == TINY else DacCodec.from_pretrained(config.codec.id, config.codec.backend)
+        codec = load_codec(config.codec.id, config.codec.backend)  # tiny: the one fixed tiny codec, not seeded by `seed`
         text = config.text_encoder
-        if text.id == TINY:
-            text_encoder = build_tiny_t5_conditioner(seed=seed, max_length=text.max_length)
-        else:
-            text_encoder = build_text_conditioner(text.kind, text.id, max_length=text.max_length)
+        text_encoder = load_text_encoder(text.kind, text.id, max_length=text.max_length)  # tiny: likewise fixed
         vocal = config.vocal_encoder
 
         def vocal_encoder() -> VocalConditioner | None:

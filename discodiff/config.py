@@ -80,6 +80,9 @@ class SamplingConfig:
 
 @dataclass
 class DiscoDiffConfig:
+    """A whole coarse-to-fine diffusion pipeline (``family: discodiff``)."""
+
+    family: str = bounded("discodiff", choices=("discodiff",))
     codec: CodecConfig = field(default_factory=CodecConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     vocal_encoder: VocalEncoderConfig = field(default_factory=VocalEncoderConfig)

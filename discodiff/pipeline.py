@@ -43,8 +43,9 @@ from .guidance import Conditions, Generators
 from .latents import LatentStats, merge_latents
 from .models import UNet1DConditionModel
 from .outputs import atomic_directory
+from .pipeline_utils import FAMILY_KEY, PIPELINE_FILE
 
-PIPELINE_FILE = "pipeline.json"
+FAMILY_NAME = "discodiff"
 LATENT_STATS_FILE = "latent_stats.json"
 SCHEDULER_DIR, SCHEDULER_CONFIG = "scheduler", "scheduler_config.json"
 MODEL_CONFIG, MODEL_WEIGHTS = "config.json", "diffusion_pytorch_model.safetensors"
@@ -66,6 +67,7 @@ class DiscoDiffPipelineOutput(BaseOutput):
 
     audios: np.ndarray | torch.Tensor | None
     latents: torch.Tensor
+    sample_rate: int
 
 
 class DiscoDiffPipeline:
@@ -111,6 +113,21 @@ class DiscoDiffPipeline:
                    self.secondary_vocal_encoder)
         return [m for m in modules if m is not None]
 
+    def trainable_components(self) -> dict[str, torch.nn.Module]:
+        """The trained parts by name (U-Nets and vocal encoders; the codec and text encoder are frozen)."""
+        names = ("primary", "secondary", "primary_vocal_encoder", "secondary_vocal_encoder")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    @property
+    def sample_rate(self) -> int:
+        """The output sample rate (the codec's)."""
+        return self.codec.sample_rate
+
+    @property
+    def default_duration(self) -> float:
+        """Seconds generated without a vocal when no ``duration`` is given (the training window)."""
+        return float(self.defaults["duration"])
+
     @property
     def has_vocal_encoder(self) -> bool:
         return self.primary_vocal_encoder is not None
@@ -151,13 +168,15 @@ class DiscoDiffPipeline:
         prompt: str | Sequence[str],
         vocal: str | Path | torch.Tensor | None = None,
         duration: float | None = None,
+        generator: Generators = None,
+        progress: bool = True,
+        *,
         num_inference_steps: int | None = None,
         text_guidance: float | None = None,
         vocal_guidance: float | None = None,
-        generator: Generators = None,
+        scheduler: str | None = None,
         primary_latents: torch.Tensor | None = None,
         output_type: str = "np",
-        progress: bool = True,
     ) -> DiscoDiffPipelineOutput:
         """Generate accompaniment/music.
 
@@ -174,14 +193,16 @@ class DiscoDiffPipeline:
             num_inference_steps: a whole number in ``1 … MAX_INFERENCE_STEPS``.
             text_guidance, vocal_guidance: finite, in ``0 … 100`` (1 = unguided, 0 ignores the condition).
             generator: a ``torch.Generator`` or a list of exactly ``B`` of them.
+            progress: show progress bars.
+            scheduler: a sampler name (:data:`~discodiff.diffusion.SCHEDULERS`) for this call instead of the model's.
             primary_latents: ``[B, d, L]`` denormalised primary latents: skip the primary U-Net and run
                 the secondary alone (the paper's "w/ PL").
             output_type: ``np`` / ``pt`` audio, or ``latent`` (no decoding).
-            progress: show progress bars.
         """
         prompts = self._check_prompts(prompt)
+        sampler = self.scheduler if scheduler is None else _scheduler_named(scheduler)
         steps, text_guidance, vocal_guidance = self._check_sampling_arguments(
-            num_inference_steps, text_guidance, vocal_guidance, duration, generator, len(prompts), output_type)
+            num_inference_steps, text_guidance, vocal_guidance, duration, generator, len(prompts), output_type, sampler)
         if vocal is not None and not self.has_vocal_encoder:
             raise GenerationError("this model has no vocal encoder (vocal_encoder.enabled was false); sample without a vocal")
 
@@ -203,20 +224,21 @@ class DiscoDiffPipeline:
         scales = [text_guidance, vocal_guidance] if vocal_audio is not None else [text_guidance]
         if primary_latents is None:
             primary = sample(self.denoiser(self.primary, primary_conditions, scales), (len(prompts), d, frames),
-                             self.scheduler, steps, generator, self.device, progress=progress)
+                             sampler, steps, generator, self.device, progress=progress)
         else:
             primary = self.latent_stats.normalize(primary_latents.to(self.device))
         secondary = sample(self.denoiser(self.secondary, secondary_conditions, scales, clean_prefix=primary),
                            (len(prompts), self.codec.latent_channels - d, frames),
-                           self.scheduler, steps, generator, self.device, progress=progress)
+                           sampler, steps, generator, self.device, progress=progress)
 
         if not self.latent_stats.fitted:
             warnings.warn("latent statistics are not fitted (an untrained model): output is not meaningful", stacklevel=3)
         latents = self.latent_stats.denormalize(merge_latents(primary, secondary))
         if output_type == "latent":
-            return DiscoDiffPipelineOutput(audios=None, latents=latents)
+            return DiscoDiffPipelineOutput(audios=None, latents=latents, sample_rate=self.sample_rate)
         audio = self.codec.decode_latents(latents, length=num_samples, progress=progress)
-        return DiscoDiffPipelineOutput(audios=audio.cpu().numpy() if output_type == "np" else audio, latents=latents)
+        return DiscoDiffPipelineOutput(audios=audio.cpu().numpy() if output_type == "np" else audio, latents=latents,
+                                       sample_rate=self.sample_rate)
 
     @staticmethod
     def _check_prompts(prompt) -> list[str]:
@@ -233,7 +255,7 @@ class DiscoDiffPipeline:
         return prompts
 
     def _check_sampling_arguments(self, steps, text_guidance, vocal_guidance, duration, generator, batch_size: int,
-                                  output_type: str) -> tuple[int, float, float]:
+                                  output_type: str, sampler: SchedulerMixin) -> tuple[int, float, float]:
         """Validate every scalar argument of :meth:`__call__` before any compute (None = the model's default);
         returns ``(steps, text_guidance, vocal_guidance)``."""
         if output_type not in OUTPUT_TYPES:
@@ -242,7 +264,7 @@ class DiscoDiffPipeline:
         if not _is_integer(steps) or not 1 <= steps <= MAX_INFERENCE_STEPS:
             raise GenerationError(f"num_inference_steps={steps!r}: must be a whole number in 1 … {MAX_INFERENCE_STEPS} "
                                   f"(this model's default is {self.defaults['num_inference_steps']})")
-        check_num_steps(self.scheduler, steps)  # the scheduler's own limit (discrete ones: its training steps)
+        check_num_steps(sampler, steps)  # the scheduler's own limit (discrete ones: its training steps)
         scales = []
         for name, value in (("text_guidance", text_guidance), ("vocal_guidance", vocal_guidance)):
             value = self.defaults[name] if value is None else value
@@ -319,7 +341,8 @@ class DiscoDiffPipeline:
             self.scheduler.save_pretrained(build / SCHEDULER_DIR)
             self.latent_stats.save(build / LATENT_STATS_FILE)
             _carry_over(directory, build, sources)
-            manifest = {"sources": sources, "defaults": self.defaults, "vocal_encoder": self.has_vocal_encoder}
+            manifest = {FAMILY_KEY: FAMILY_NAME, "sources": sources, "defaults": self.defaults,
+                        "vocal_encoder": self.has_vocal_encoder}
             (build / PIPELINE_FILE).write_text(json.dumps(manifest, indent=1))
         self.sources = sources
         return directory
@@ -370,6 +393,14 @@ class DiscoDiffPipeline:
                        scheduler=scheduler, latent_stats=latent_stats, sources=sources, defaults=manifest["defaults"],
                        **vocal_encoders)
         return pipeline.to(device) if device is not None else pipeline
+
+
+def _scheduler_named(name: str) -> SchedulerMixin:
+    from .diffusion import SCHEDULERS, make_scheduler
+
+    if name not in SCHEDULERS:
+        raise GenerationError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {name!r}")
+    return make_scheduler(name)
 
 
 def unet_call(unet: UNet1DConditionModel):
@@ -445,6 +476,8 @@ def _manifest_problem(manifest: dict) -> str | None:
         return f"missing {', '.join(missing)}"
     if not isinstance(manifest["vocal_encoder"], bool):
         return f"vocal_encoder must be true or false, got {manifest['vocal_encoder']!r}"
+    if manifest.get(FAMILY_KEY, FAMILY_NAME) != FAMILY_NAME:
+        return f"{FAMILY_KEY} is {manifest[FAMILY_KEY]!r}, not {FAMILY_NAME!r}; load it with discodiff.load_pipeline"
     sources, defaults = manifest["sources"], manifest["defaults"]
     if not isinstance(sources, dict):
         return f"sources must be an object with codec and text_encoder, got {sources!r}"

@@ -42,7 +42,7 @@ def train(unet, target, contexts, masks, pooled, steps, generator, clean_prefix=
 
 @pytest.fixture(scope="module")
 def overfit(tmp_path_factory):
-    from discodiff.data.render import render_corpus
+    from discodiff.corpus.render import render_corpus
 
     root = tmp_path_factory.mktemp("clips")
     render_corpus(CLIPS, root, seconds=2.0, seed=0, progress=False)

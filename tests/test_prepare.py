@@ -28,13 +28,13 @@ from typer.testing import CliRunner
 from discodiff.audio import save_audio
 from discodiff.cli import app
 from discodiff.conditioning import build_tiny_t5_conditioner
+from discodiff.corpus.render import render_corpus
 from discodiff.data.cache import CacheLayout, CodecInfo
-from discodiff.data.caption_sources import read_caption_source
+from discodiff.data.captions import read_caption_source, read_captions
 from discodiff.data.dataset import LatentCropDataset, collate_latent_batch
 from discodiff.data import prepare as prepare_module
-from discodiff.data.layout import NO_ACCOMPANIMENT, NO_VOCALS, IncompleteFolder, find_stem_pairs, read_captions
+from discodiff.data.layout import NO_ACCOMPANIMENT, NO_VOCALS, IncompleteFolder, find_stem_pairs
 from discodiff.data.prepare import STEM_LENGTHS_DIFFER, prepare_latent_cache
-from discodiff.data.render import render_corpus
 from discodiff.data.text_cache import cache_text_embeddings
 from discodiff.data.windows import WindowSettings, select_windows, window_starts
 from discodiff.errors import DataError, ExistingWorkError, OutputError

@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 from discodiff.audio import rms_dbfs
 from discodiff.errors import DataError
 from discodiff.cli import app
-from discodiff.data.layout import StemPair, find_stem_pairs, read_captions, write_captions
-from discodiff.data.render import RELEASE_TAIL_SECONDS, render_corpus, render_score
-from discodiff.data.scores import UnrenderableScoreError, part_notes, resolve_pieces, split_melody
-from discodiff.data.synth import FluidSynthRenderer, RendererUnavailableError
+from discodiff.corpus.render import RELEASE_TAIL_SECONDS, render_corpus, render_score
+from discodiff.corpus.scores import UnrenderableScoreError, part_notes, resolve_pieces, split_melody
+from discodiff.corpus.synth import FluidSynthRenderer, RendererUnavailableError
+from discodiff.data.captions import read_captions, write_captions
+from discodiff.data.layout import StemPair, find_stem_pairs
 
 PIECE, TRACK = "bach/bwv66.6", "bach-bwv66.6"
 CROP_SECONDS = 12.0

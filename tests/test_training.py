@@ -292,7 +292,7 @@ def ddp_rank_main(args: list[str]) -> None:
 def test_trains_on_a_prepared_cache_with_the_default_dataset(tmp_path, fresh_accelerate_state):
     """Render two chorales, prepare a latent cache with the tiny codec and cached text, train with the default
     ``LatentCropDataset``: padded tail windows, cached text embeddings, validation and samples."""
-    render = pytest.importorskip("discodiff.data.render", reason="rendering needs the render extra")
+    render = pytest.importorskip("discodiff.corpus.render", reason="rendering needs the render extra")
     from discodiff.conditioning import build_tiny_t5_conditioner
     from discodiff.data.prepare import prepare_latent_cache
     from discodiff.data.text_cache import cache_text_embeddings

@@ -21,11 +21,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from ..codec.resolve import load_codec
+from ..corpus.render import render_corpus
 from ..data.cache import CacheLayout
 from ..data.dataset import LatentCropDataset
 from ..data.layout import StemPair
-from ..data.prepare import load_codec, prepare_latent_cache
-from ..data.render import render_corpus
+from ..data.prepare import prepare_latent_cache
 from ..data.windows import WindowSettings
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..data.layout import find_stem_pairs
-from ..data.render import render_corpus
+from ..corpus.render import render_corpus
 
 
 def same_output(first: Path, second: Path) -> bool:

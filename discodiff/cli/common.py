@@ -9,12 +9,13 @@ import typer
 
 from ..audio import read_audio, resample, validate
 from ..codec import BACKENDS, DEFAULT_CODEC, DacCodec
+from ..codec.resolve import load_codec as resolve_codec
 from ..codec.dac_codec import MIN_CHUNK_SECONDS
 from ..errors import ConfigError
 
 MAX_CHUNK_SECONDS = 3600.0
 
-CodecOption = typer.Option(DEFAULT_CODEC, "--codec", help="Hub id, local DacModel directory, or .pth (with --codec-backend descript).")
+CodecOption = typer.Option(DEFAULT_CODEC, "--codec", help="Hub id, local DacModel directory, .pth (with --codec-backend descript), or 'tiny' (random, for demos).")
 BackendOption = typer.Option("transformers", "--codec-backend", help=f"Codec implementation: {' or '.join(BACKENDS)}.")
 ChunkOption = typer.Option(30.0, "--chunk-seconds", min=MIN_CHUNK_SECONDS, max=MAX_CHUNK_SECONDS,
                            help="Process long audio in chunks of this many seconds (each with 0.5 s of context).")
@@ -36,7 +37,8 @@ def read_input(path: Path) -> tuple:
 
 
 def load_codec(codec: str, backend: str) -> DacCodec:
-    return DacCodec.from_pretrained(codec, backend=check_choice("--codec-backend", backend, BACKENDS))
+    """The codec of ``--codec`` / ``--codec-backend`` (:func:`discodiff.codec.resolve.load_codec`: ``tiny`` is the one fixed tiny codec)."""
+    return resolve_codec(codec, backend=check_choice("--codec-backend", backend, BACKENDS))
 
 
 def to_codec_rate(wav, sample_rate: int, codec: DacCodec):

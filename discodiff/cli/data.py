@@ -10,7 +10,7 @@ from ..codec import DEFAULT_CODEC
 from ..errors import DataError, require_module
 from ..latents import NORMALIZE_PER
 from ..outputs import check_output_dir
-from .common import BackendOption, QuietOption, check_choice, library_progress
+from .common import BackendOption, QuietOption, check_choice, library_progress, load_codec
 
 MAX_WORKERS = 64
 
@@ -31,9 +31,9 @@ def render_corpus(
     """Render music21 corpus scores to vocal / accompaniment / mixture stems with captions (needs the render extra)."""
     require_module("music21", "render", "render-corpus")
     require_module("fluidsynth", "render", "render-corpus")
-    from ..data.render import render_corpus as render
-    from ..data.scores import resolve_pieces
-    from ..data.synth import DEFAULT_SOUNDFONT
+    from ..corpus.render import render_corpus as render
+    from ..corpus.scores import resolve_pieces
+    from ..corpus.synth import DEFAULT_SOUNDFONT
 
     if list_pieces:
         names, unmatched = resolve_pieces(pieces)
@@ -70,7 +70,7 @@ def prepare(
 ) -> None:
     """Encode stems (or separated mixes) into a resumable latent cache for training."""
     from ..data.cache import CacheLayout
-    from ..data.prepare import load_codec, prepare_latent_cache
+    from ..data.prepare import prepare_latent_cache
     from ..data.separation import DemucsSeparator
     from ..data.windows import WindowSettings
 

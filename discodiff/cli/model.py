@@ -26,20 +26,21 @@ def new_model(
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Initialisation seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it already holds a model."),
 ) -> None:
-    """Write a randomly initialised model directory (tiny configs build their own codec and text encoder)."""
-    from ..build import build_pipeline
-    from ..config import DiscoDiffConfig
+    """Write a randomly initialised model directory of the family the config names (tiny configs build their own
+    codec and text encoder)."""
+    from ..pipeline_utils import config_family
 
-    model_config = DiscoDiffConfig.from_yaml(config, overrides)
+    family = config_family(config)
+    model_config = family.config_class().from_yaml(config, overrides)
     check_output_dir(out_dir, what="model directory", marker=MODEL_MARKER, overwrite=overwrite)
-    pipeline = build_pipeline(model_config, seed=seed)
-    parameters = sum(module.num_parameters() for module in (pipeline.primary, pipeline.secondary))
-    check_output_dir(out_dir, what="model directory", marker=MODEL_MARKER, overwrite=overwrite, expected_bytes=8 * parameters)
+    pipeline = family.builder()(model_config, seed=seed)
+    sizes = {name: sum(p.numel() for p in module.parameters()) for name, module in pipeline.trainable_components().items()}
+    check_output_dir(out_dir, what="model directory", marker=MODEL_MARKER, overwrite=overwrite,
+                     expected_bytes=8 * sum(sizes.values()))
     with library_progress(False):
         pipeline.save_pretrained(out_dir)
-    sizes = ", ".join(f"{name} {module.num_parameters() / 1e6:.2f}M" for name, module in
-                      (("primary", pipeline.primary), ("secondary", pipeline.secondary)))
-    typer.echo(f"wrote untrained model to {out_dir} ({sizes} parameters); its samples are noise until trained")
+    described = ", ".join(f"{name} {count / 1e6:.2f}M" for name, count in sizes.items())
+    typer.echo(f"wrote untrained {family.name} model to {out_dir} ({described} parameters); its samples are noise until trained")
 
 
 def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
@@ -91,8 +92,7 @@ def sample(
     """Generate music (an accompaniment when --vocal is given) from a text prompt."""
     import torch
 
-    from ..diffusion import make_scheduler
-    from ..pipeline import DiscoDiffPipeline
+    from ..pipeline_utils import directory_family
 
     prompts = read_prompts(prompt, prompts_file)
     if scheduler is not None:
@@ -107,31 +107,36 @@ def sample(
     inputs = [p for p in (vocal, prompts_file) if p is not None]
     for name in outs + mixes:
         check_output_file(name, AUDIO_OUTPUT_SUFFIXES, what="--mix" if name in mixes else "--out", inputs=inputs)
+    family = directory_family(model)
+    family_options = {"num_inference_steps": steps, "text_guidance": text_guidance, "vocal_guidance": vocal_guidance,
+                      "scheduler": scheduler}
+    family.check_options(family_options, labels={"num_inference_steps": "--steps"})
+    family.check_options({"codec": codec, "text_encoder": text_encoder}, kind="load")
     vocal_audio, vocal_rate = read_input(vocal) if vocal is not None else (None, None)
     if vocal_audio is not None and vocal_audio.shape[-1] / vocal_rate > MAX_DURATION_SECONDS:
         raise ConfigError(f"--vocal {vocal} lasts {vocal_audio.shape[-1] / vocal_rate:.0f} s; at most {MAX_DURATION_SECONDS:.0f} s "
                           "can be generated in one window (long-form generation is not available yet): cut the take")
 
     with library_progress(not quiet):
-        pipeline = DiscoDiffPipeline.from_pretrained(model, codec=codec, text_encoder=text_encoder)
-        if scheduler is not None:
-            pipeline.scheduler = make_scheduler(scheduler)
-        rate = pipeline.codec.sample_rate
+        given = {name: value for name, value in (("codec", codec), ("text_encoder", text_encoder)) if value is not None}
+        pipeline = family.pipeline_class().from_pretrained(model, **given)
+        rate = pipeline.sample_rate
         if vocal_audio is not None:
             from ..audio import resample
 
             vocal_audio = resample(vocal_audio, vocal_rate, rate)
             num_samples = vocal_audio.shape[-1]
         else:
-            num_samples = round((duration if duration is not None else pipeline.defaults["duration"]) * rate)
+            num_samples = round((duration if duration is not None else pipeline.default_duration) * rate)
         for name in outs + mixes:
             check_output_file(name, AUDIO_OUTPUT_SUFFIXES, expected_bytes=len(outs + mixes) * wav_bytes(num_samples))
         for first in range(0, len(prompts), batch_size):
             batch = prompts[first : first + batch_size]
             generators = [torch.Generator().manual_seed(seed + first + i) for i in range(len(batch))]
-            audios = pipeline(batch, vocal=vocal_audio, duration=duration, num_inference_steps=steps, text_guidance=text_guidance,
-                              vocal_guidance=vocal_guidance, generator=generators, output_type="pt", progress=not quiet).audios
-            for i, audio in enumerate(audios.cpu()):
+            options = {name: value for name, value in family_options.items() if value is not None}
+            audios = pipeline(batch, vocal=vocal_audio, duration=duration, generator=generators, progress=not quiet,
+                              **options).audios
+            for i, audio in enumerate(torch.as_tensor(audios).cpu()):
                 index = first + i
                 save_audio(outs[index], audio, rate)
                 line = f"{outs[index]}: {audio.shape[-1] / rate:.2f} s  «{batch[i]}»"

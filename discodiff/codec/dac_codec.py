@@ -12,6 +12,8 @@ is set by the chunk, not the duration.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import numbers
 from collections.abc import Callable
@@ -54,6 +56,7 @@ class DacCodec(nn.Module):
         self.spec = spec
         self.backend = backend
         self.source = source
+        self._fingerprint: str | None = None
         self.requires_grad_(False)
         self.train(False)
 
@@ -117,6 +120,22 @@ class DacCodec(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def fingerprint(self) -> str:
+        """A sha256 hex digest of the codec's weights: every entry of the wrapped model's ``state_dict`` in sorted
+        key order (its name, dtype, shape and bytes). Codecs of the same geometry with other weights differ; the
+        same weights give the same digest on any device. The weights are frozen, so it is computed once and kept
+        (loading other weights into this instance afterwards is not noticed). It depends on the backend's
+        parameter names, so a ``.pth`` codec and its converted ``transformers`` directory differ."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            state = self.model.state_dict()
+            for name in sorted(state):
+                tensor = state[name].detach().to("cpu").contiguous()
+                digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def frames_for(self, num_samples: int) -> int:
         """Latent frames ``L`` produced for ``num_samples`` audio samples."""

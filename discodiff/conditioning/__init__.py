@@ -12,6 +12,7 @@ from .text import (
     TextCondition,
     build_text_conditioner,
 )
+from .resolve import TINY_TEXT_ENCODER, load_text_encoder
 from .tiny import (
     build_tiny_clap_conditioner,
     build_tiny_clap_model,
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_CLAP",
     "DEFAULT_T5",
     "TEXT_CONDITIONERS",
+    "TINY_TEXT_ENCODER",
     "ClapTextConditioner",
     "ConditionerNotFoundError",
     "DacLatentFeatures",
@@ -40,5 +42,6 @@ __all__ = [
     "build_tiny_clap_model",
     "build_tiny_clap_tokenizer",
     "build_tiny_t5_conditioner",
+    "load_text_encoder",
     "tiny_clap_config",
 ]

@@ -23,11 +23,12 @@ from music21 import stream
 from scipy.io import wavfile
 from tqdm.auto import tqdm
 
+from ..data.captions import read_caption_records, write_captions
+from ..data.layout import CAPTIONS_FILE, REPORT_FILE, StemPair
 from ..errors import DataError, ExistingWorkError
 from ..outputs import atomic_file
 from .arrangement import Arrangement, draw_arrangement
 from .corpus_captions import PieceDescription, caption_phrasings, period_for_composer
-from .layout import CAPTIONS_FILE, REPORT_FILE, StemPair, read_caption_records, write_captions
 from .scores import (
     MelodySplit,
     PartNotes,

@@ -6,7 +6,7 @@ A rendered corpus looks like::
     ROOT/<track_id>/accompaniment.wav
     ROOT/<track_id>/mixture.wav         vocals + accompaniment, sample for sample
     ROOT/<track_id>/metadata.json
-    ROOT/captions.jsonl                 {"track_id": ..., "captions": [...], ...} per line
+    ROOT/captions.jsonl                 {"track_id": ..., "captions": [...], ...} per line (:mod:`.captions`)
     ROOT/render_report.json
 
 Readers also accept MUSDB-style folders: ``vocals.*`` with either ``accompaniment.*`` or the
@@ -18,10 +18,8 @@ the reason by :func:`scan_stem_folders` (hidden files such as ``._vocals.wav`` a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import DataError
 
@@ -132,44 +130,3 @@ def find_stem_pairs(root: str | Path) -> list[StemPair]:
         ValueError: a folder holds the same stem in two formats.
     """
     return scan_stem_folders(root)[0]
-
-
-def write_captions(path: str | Path, records: Iterable[dict]) -> Path:
-    """Write ``captions.jsonl``: one JSON object per record, each with ``track_id`` and ``captions``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for record in records:
-        if not isinstance(record.get("track_id"), str) or not isinstance(record.get("captions"), list):
-            raise ValueError(f"caption record needs 'track_id' (str) and 'captions' (list): {record!r}")
-        lines.append(json.dumps(record, ensure_ascii=False))
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return path
-
-
-def read_caption_records(path: str | Path) -> list[dict]:
-    """The records of a ``captions.jsonl`` file, validated; errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such captions file")
-    records, seen = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON ({err})") from err
-        track_id, captions = record.get("track_id"), record.get("captions")
-        if not isinstance(track_id, str) or not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-            raise ValueError(f"{path}:{number}: needs 'track_id' (string) and 'captions' (list of strings)")
-        if track_id in seen:
-            raise ValueError(f"{path}:{number}: track '{track_id}' appears twice; keep one line per track")
-        seen.add(track_id)
-        records.append(record)
-    return records
-
-
-def read_captions(path: str | Path) -> dict[str, list[str]]:
-    """``{track_id: [caption, ...]}`` from a ``captions.jsonl`` file."""
-    return {record["track_id"]: record["captions"] for record in read_caption_records(path)}

@@ -42,14 +42,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..audio import AudioError, SilentAudioWarning, load_audio
-from ..codec import DacCodec, build_tiny_codec
-from ..config import TINY
+from ..codec import DacCodec
 from ..errors import CodecError, ConfigError, DataError
 from ..latents import NORMALIZE_PER, LatentStats
 from ..outputs import TEMPORARY_MARK, atomic_directory, check_output_dir
 from .cache import (CODE_PADDING, DATASET_DIR, LATENT_STATS_FILE, SHARDS_DIR, CacheLayout, CodecInfo, window_features,
                     write_atomic, write_text_atomic)
-from .caption_sources import read_caption_source
+from .captions import read_caption_source
 from .layout import AUDIO_SUFFIXES, CAPTIONS_FILE, IncompleteFolder, scan_stem_folders
 from .separation import StemSeparator
 from .windows import StemWindow, WindowSettings, select_windows
@@ -185,11 +184,6 @@ class _DecodedTrack:
     stems: tuple[np.ndarray, np.ndarray] | None = None
     mix: np.ndarray | None = None
     stem_seconds: dict[str, float] | None = None
-
-
-def load_codec(id_or_path: str, backend: str = "transformers") -> DacCodec:
-    """The codec named ``id_or_path``; ``tiny`` builds the seed-0 tiny random codec, as model configs do."""
-    return build_tiny_codec(seed=0) if id_or_path == TINY else DacCodec.from_pretrained(id_or_path, backend)
 
 
 def find_mixes(root: str | Path) -> dict[str, Path]:
