@@ -162,3 +162,17 @@ def _check_stats_dict(data) -> str | None:
     if not isinstance(data.get("fitted", True), bool):
         return f"fitted must be true or false, got {data['fitted']!r}"
     return None
+
+
+def check_latent_stats(stats: LatentStats, normalize_per: str, codebook_dim: int, source: str | Path | None = None) -> None:
+    """Refuse latent statistics (``stats``, read from ``source`` when given, e.g. a cache's ``latent_stats.json``)
+    that were not fitted per ``normalize_per`` (the model config's) over codebooks of ``codebook_dim`` channels
+    (the model's codec): a :class:`DataError` naming both values and the fix."""
+    where = str(source) if source is not None else "the latent statistics"
+    if stats.per != normalize_per:
+        raise DataError(f"{where}: fitted per {stats.per}, but the model config has normalize_per={normalize_per}; "
+                        f"re-run `discodiff prepare --normalize-per {normalize_per}` on the data, or set "
+                        f"normalize_per={stats.per} in the model config")
+    if stats.codebook_dim != codebook_dim:
+        raise DataError(f"{where}: fitted on codebooks of {stats.codebook_dim} channels, but the model's codec has "
+                        f"{codebook_dim}; re-run `discodiff prepare --codec <the model codec>` on the data")

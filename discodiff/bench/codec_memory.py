@@ -32,7 +32,7 @@ def _rss_mib() -> float:
 
 def build_codec(arch: str):
     """The tiny test codec, or the full 44.1 kHz DAC architecture with random weights."""
-    from discodiff.codec import DacCodec, build_tiny_codec
+    from ..codec import DacCodec, build_tiny_codec
 
     if arch == "tiny":
         return build_tiny_codec()

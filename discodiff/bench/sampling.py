@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from discodiff.build import build_pipeline
-from discodiff.config import DiscoDiffConfig
-from discodiff.models import UNet1DConditionModel
+from ..build import build_pipeline
+from ..config import DiscoDiffConfig
+from ..models import UNet1DConditionModel
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 OFFLINE = ["codec.id=tiny", "text_encoder.id=tiny"]

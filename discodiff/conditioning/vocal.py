@@ -21,11 +21,11 @@ from diffusers.utils import BaseOutput
 from einops import rearrange
 from torch import nn
 
-from discodiff.models.embeddings import sinusoidal_embedding
+from ..models.embeddings import sinusoidal_embedding
 
 if TYPE_CHECKING:
-    from discodiff.codec import DacCodec
-    from discodiff.latents import LatentStats
+    from ..codec import DacCodec
+    from ..latents import LatentStats
 
 
 class VocalFeatureExtractor(Protocol):

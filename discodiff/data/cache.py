@@ -2,7 +2,8 @@
 
 ::
 
-    OUT/codec.json            the codec the latents come from (:class:`CodecInfo`)
+    OUT/codec.json            the codec the latents come from: id, backend, geometry and weights fingerprint
+                              (:class:`CodecInfo`; training refuses a codec that differs)
     OUT/dataset/              ``datasets.load_from_disk`` (memory-mapped Arrow), one row per window:
         track_id       string
         window         int32          the window's position in its track (0, 1, …; filtered ones keep their number)
@@ -28,11 +29,13 @@ republishes them.)
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..codec import DacCodec
+from ..errors import DataError
 from ..outputs import atomic_file
 
 CODEC_FILE = "codec.json"
@@ -42,11 +45,17 @@ PREPARE_REPORT_FILE = "prepare_report.json"
 TEXT_CACHE_DIR = "text_cache"
 SHARDS_DIR = "shards"
 CODE_PADDING = -1
+GEOMETRY_FIELDS = ("sample_rate", "hop_length", "n_codebooks", "codebook_dim", "codebook_size")
+
+
+class UnverifiedCacheWarning(UserWarning):
+    """A cache written before its codec's weights fingerprint was recorded: only the codec geometry can be checked."""
 
 
 @dataclass(frozen=True)
 class CodecInfo:
-    """The codec a cache was prepared with: its id or path, backend and geometry."""
+    """The codec a cache was prepared with: its id or path, backend, geometry and weights ``fingerprint``
+    (:meth:`DacCodec.fingerprint`; None in caches written before it was recorded)."""
 
     id: str
     backend: str
@@ -55,12 +64,13 @@ class CodecInfo:
     n_codebooks: int
     codebook_dim: int
     codebook_size: int
+    fingerprint: str | None = None
 
     @classmethod
     def of(cls, codec: DacCodec, codec_id: str) -> CodecInfo:
         spec = codec.spec
         return cls(codec_id, codec.backend, spec.sample_rate, spec.hop_length, spec.n_codebooks, spec.codebook_dim,
-                   spec.codebook_size)
+                   spec.codebook_size, codec.fingerprint())
 
     @property
     def latent_channels(self) -> int:
@@ -71,14 +81,29 @@ class CodecInfo:
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
-    def check_compatible(self, codec: DacCodec) -> None:
-        """Raise ``ValueError`` naming every geometry field where ``codec`` differs from this one."""
-        fields = ("sample_rate", "hop_length", "n_codebooks", "codebook_dim", "codebook_size")
-        diffs = [f"{name} {getattr(self, name)} vs {getattr(codec.spec, name)}" for name in fields
+    def check_compatible(self, codec: DacCodec, codec_id: str | None = None) -> None:
+        """Refuse a ``codec`` (the model's; ``codec_id``, default ``codec.source``, names it in messages) whose
+        latents are not the cache's: a :class:`DataError` naming every geometry field that differs, or, for the
+        same geometry, naming both codecs when the weights fingerprint differs. A cache without a fingerprint
+        (written before it was recorded) is accepted with an :class:`UnverifiedCacheWarning`."""
+        model_codec = codec_id or codec.source
+        named = f" '{model_codec}'" if model_codec else ""
+        fix = (f"use a model whose codec is '{self.id}', or re-run `discodiff prepare --codec "
+               f"{model_codec or '<the model codec>'}` into a new --out")
+        diffs = [f"{name} {getattr(self, name)} vs {getattr(codec.spec, name)}" for name in GEOMETRY_FIELDS
                  if getattr(self, name) != getattr(codec.spec, name)]
         if diffs:
-            raise ValueError(f"the cache was prepared with codec '{self.id}' and this codec differs ({', '.join(diffs)}); "
-                             f"use codec '{self.id}' or re-run `discodiff prepare --codec <yours>`")
+            raise DataError(f"the cache was prepared with codec '{self.id}' and the model's codec{named} differs "
+                            f"({', '.join(diffs)}); {fix}")
+        if self.fingerprint is None:
+            warnings.warn(f"the cache's codec.json (codec '{self.id}') has no 'fingerprint' field (it predates weight "
+                          f"fingerprints), so only the geometry of the model's codec{named} was checked, not its "
+                          "weights; re-run `discodiff prepare` with the same settings to record it",
+                          UnverifiedCacheWarning, stacklevel=2)
+        elif self.fingerprint != codec.fingerprint():
+            raise DataError(f"the cache was prepared with codec '{self.id}' (weights fingerprint {self.fingerprint[:12]}) "
+                            f"and the model's codec{named} has the same geometry but other weights (fingerprint "
+                            f"{codec.fingerprint()[:12]}); {fix}")
 
     def save(self, path: str | Path) -> Path:
         return write_text_atomic(Path(path), json.dumps(asdict(self), indent=2) + "\n")

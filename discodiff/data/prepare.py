@@ -46,8 +46,8 @@ from ..codec import DacCodec
 from ..errors import CodecError, ConfigError, DataError
 from ..latents import NORMALIZE_PER, LatentStats
 from ..outputs import TEMPORARY_MARK, atomic_directory, check_output_dir
-from .cache import (CODE_PADDING, DATASET_DIR, LATENT_STATS_FILE, SHARDS_DIR, CacheLayout, CodecInfo, window_features,
-                    write_atomic, write_text_atomic)
+from .cache import (CODE_PADDING, DATASET_DIR, LATENT_STATS_FILE, SHARDS_DIR, CacheLayout, CodecInfo, UnverifiedCacheWarning,
+                    window_features, write_atomic, write_text_atomic)
 from .captions import read_caption_source
 from .layout import AUDIO_SUFFIXES, CAPTIONS_FILE, IncompleteFolder, scan_stem_folders
 from .separation import StemSeparator
@@ -220,7 +220,8 @@ def prepare_latent_cache(
             ``separator`` is given (track id = path relative to ``input_dir`` without suffix).
         out_dir: the cache (:mod:`.cache`), checked before any work: a new or empty folder, or an earlier
             cache, which is resumed (tracks whose files changed since are redone).
-        codec: encodes both stems; ``codec_id`` (default ``codec.source``) is recorded in ``codec.json``.
+        codec: encodes both stems; ``codec_id`` (default ``codec.source``) is recorded in ``codec.json`` with the
+            codec's geometry and weights fingerprint. A resumed cache must come from the same codec.
         windows: window length, hop and filter thresholds.
         captions: ``.jsonl``, ``.csv`` or ``datasets`` directory (default: ``input_dir/captions.jsonl``
             when present); tracks without captions get an empty list and are reported.
@@ -235,7 +236,7 @@ def prepare_latent_cache(
         OutputError: ``out_dir`` is a file, not writable, or a non-empty folder that is not a cache
             (:class:`~discodiff.errors.ExistingWorkError`).
         DataError: ``input_dir`` holds no track, the captions file is missing, ``out_dir`` holds work done
-            with other settings, or no window was kept.
+            with other settings (another codec included, even one of the same geometry), or no window was kept.
         ConfigError, CodecError: a bad setting, or a codec whose output the cache cannot hold.
     """
     if workers < 1 or batch_size < 1:
@@ -480,10 +481,19 @@ def _claim_output(layout: CacheLayout, info: CodecInfo, settings: dict) -> None:
     settings_file = layout.shards_dir / SETTINGS_FILE
     if settings_file.is_file():
         earlier = json.loads(settings_file.read_text(encoding="utf-8"))
+        unverified = isinstance(earlier.get("codec"), dict) and "fingerprint" not in earlier["codec"]
+        if unverified:  # written before codec fingerprints: compare the rest, then record this codec's
+            earlier = {**earlier, "codec": {**earlier["codec"], "fingerprint": info.fingerprint}}
         if earlier != settings:
             changed = [f"{key}: {earlier.get(key)} -> {value}" for key, value in settings.items() if earlier.get(key) != value]
             raise DataError(f"{layout.root} holds work prepared with other settings ({'; '.join(changed)}); "
                             "rerun with the earlier settings to resume, or choose another --out")
+        if unverified:
+            warnings.warn(f"{settings_file}: the earlier work records no codec 'fingerprint' (it predates weight "
+                          f"fingerprints), so its finished tracks are resumed without checking that codec '{info.id}' "
+                          "of the same geometry made them; this run records the codec's fingerprint",
+                          UnverifiedCacheWarning, stacklevel=3)
+            write_text_atomic(settings_file, json.dumps(settings, indent=2) + "\n")
     else:
         write_text_atomic(settings_file, json.dumps(settings, indent=2) + "\n")
     info.save(layout.codec_file)

@@ -3,6 +3,7 @@
 ::
 
     OUT/text_cache/encoder.json       the encoder: class, source, max_length, sequence_dim, pooled_dim
+                                      (:func:`check_text_cache` compares it with the model's encoder)
     OUT/text_cache/embeddings.arrow   one row per distinct caption (and "" when a track has none),
                                       read memory-mapped with ``datasets.Dataset.from_file``:
         caption   string
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import DataError
 from .cache import CacheLayout, write_atomic, write_text_atomic
 
 ENCODER_FILE = "encoder.json"
@@ -31,10 +33,38 @@ if TYPE_CHECKING:
 
 
 def text_encoder_description(text_conditioner: FrozenTextConditioner) -> dict:
-    """What identifies the outputs of ``text_conditioner``: compare it with :attr:`TextEmbeddingCache.encoder`."""
+    """What identifies the outputs of ``text_conditioner`` (``encoder.json``; :func:`check_text_cache` compares them)."""
     return {"class": type(text_conditioner).__name__, "source": text_conditioner.source,
             "max_length": text_conditioner.max_length, "sequence_dim": text_conditioner.sequence_dim,
             "pooled_dim": text_conditioner.pooled_dim}
+
+
+def check_text_cache(directory: str | Path, text_conditioner: FrozenTextConditioner) -> None:
+    """Refuse a text cache built by another encoder than ``text_conditioner`` (the model's): a :class:`DataError`
+    naming every field of :func:`text_encoder_description` that differs, with both values.
+
+    ``directory`` is a latent cache (``OUT``, as passed to :func:`cache_text_embeddings`) or its ``text_cache``
+    folder. A missing or unreadable ``encoder.json`` is a :class:`DataError` too.
+    """
+    directory = Path(directory)
+    folder = directory if (directory / ENCODER_FILE).exists() else CacheLayout(directory).text_cache_dir
+    path = folder / ENCODER_FILE
+    rebuild = "rebuild it with discodiff.data.text_cache.cache_text_embeddings(data_dir, text_conditioner)"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: missing, so the encoder of the text cache {folder} is unknown; {rebuild}") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable or not valid JSON ({err}); {rebuild}") from err
+    ours = text_encoder_description(text_conditioner)
+    if not isinstance(cached, dict):
+        raise DataError(f"{path}: not a JSON object describing a text encoder; {rebuild}")
+    diffs = [f"{key} {cached.get(key)!r} vs {ours.get(key)!r}" for key in sorted(set(cached) | set(ours))
+             if cached.get(key) != ours.get(key)]
+    if diffs:
+        raise DataError(f"the text cache {folder} was built with another text encoder than the model's "
+                        f"({'; '.join(diffs)}: cache vs model); {rebuild} using the model's text encoder, "
+                        "or train without the text cache")
 
 
 def cache_text_embeddings(

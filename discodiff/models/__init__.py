@@ -1,5 +1,5 @@
 """Denoising networks."""
 
-from discodiff.models.unet1d import UNet1DConditionModel, UNet1DOutput
+from .unet1d import UNet1DConditionModel, UNet1DOutput
 
 __all__ = ["UNet1DConditionModel", "UNet1DOutput"]

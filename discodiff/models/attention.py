@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from discodiff.models.embeddings import sinusoidal_embedding
+from .embeddings import sinusoidal_embedding
 
 
 class Attention(nn.Module):

@@ -20,8 +20,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from discodiff.models.attention import TransformerBlock1D
-from discodiff.models.embeddings import NullConditions, TimestepEmbedding
+from .attention import TransformerBlock1D
+from .embeddings import NullConditions, TimestepEmbedding
 
 
 @dataclass
