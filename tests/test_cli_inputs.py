@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from typer.testing import CliRunner
 
 from discodiff.audio import save_audio
@@ -203,6 +204,20 @@ def test_tiny_codec_never_replaces_a_codec_unless_told(tmp_path):
 
 
 # --- 7. odd but legal inputs -----------------------------------------------------------------------
+
+def test_codec_commands_take_the_tiny_codec_id(tmp_path, vocal):
+    from safetensors.torch import load_file
+
+    from discodiff.audio import read_audio
+    from discodiff.codec import build_tiny_codec
+
+    result = invoke("encode", vocal, tmp_path / "o.safetensors", "--codec", "tiny", "--quiet")
+    assert result.exit_code == 0, result.output
+    audio, _ = read_audio(vocal, mono=True)
+    expected = build_tiny_codec(seed=0).encode_codes(audio[None], progress=False)  # the one fixed tiny codec
+    assert torch.equal(load_file(tmp_path / "o.safetensors")["codes"], expected)
+    assert invoke("reconstruct", vocal, tmp_path / "o.wav", "--codec", "tiny", "--quiet").exit_code == 0
+
 
 def test_folder_named_like_an_audio_file(tmp_path, model):
     (tmp_path / "take.wav").mkdir()

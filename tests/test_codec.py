@@ -1,11 +1,12 @@
 """DacCodec on tiny random codecs: snapping, partial codebooks, chunking, both backends, errors."""
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 
-from discodiff.codec import CodecNotFoundError, DacCodec
+from discodiff.codec import CodecNotFoundError, DacCodec, build_tiny_codec, load_codec
 from conftest import tone
 
 # Chunked (overlap-discard, 0.5 s context) vs whole-signal processing on the tiny codec: measured
@@ -91,6 +92,28 @@ def test_save_and_load_directory(tiny_codec, tmp_path):
     loaded = DacCodec.from_pretrained(tiny_codec.save_pretrained(tmp_path / "codec"))
     audio = batch(0.5)
     assert torch.equal(loaded.encode_codes(audio), tiny_codec.encode_codes(audio))
+
+
+def test_fingerprint_identifies_the_weights(tiny_codec, tmp_path):
+    fingerprint = tiny_codec.fingerprint()
+    assert len(fingerprint) == 64 and tiny_codec.fingerprint() is fingerprint  # computed once
+    assert DacCodec.from_pretrained(tiny_codec.save_pretrained(tmp_path / "codec")).fingerprint() == fingerprint
+    assert build_tiny_codec(seed=0).fingerprint() == fingerprint
+    other = build_tiny_codec(seed=1)
+    assert other.spec == tiny_codec.spec and other.fingerprint() != fingerprint
+
+
+def test_tiny_id_is_one_fixed_codec(tiny_codec, tmp_path):
+    from discodiff.build import build_pipeline
+    from discodiff.config import DiscoDiffConfig
+
+    assert load_codec("tiny").fingerprint() == tiny_codec.fingerprint()
+    assert load_codec("tiny", "descript").backend == "transformers"  # the tiny codec has one backend
+    config = DiscoDiffConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    for seed in (0, 3):
+        assert build_pipeline(config, seed=seed).codec.fingerprint() == tiny_codec.fingerprint()
+    other = build_tiny_codec(seed=3).save_pretrained(tmp_path / "seed-3")  # `discodiff tiny-codec DIR --seed 3`
+    assert load_codec(str(other)).fingerprint() == build_tiny_codec(seed=3).fingerprint() != tiny_codec.fingerprint()
 
 
 def test_missing_weights_error_names_the_fix(tmp_path):

@@ -2,6 +2,7 @@
 
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from discodiff.conditioning import (
     build_text_conditioner,
     build_tiny_clap_conditioner,
     build_tiny_t5_conditioner,
+    load_text_encoder,
 )
 from discodiff.latents import LatentStats
 from discodiff.models.embeddings import sinusoidal_embedding
@@ -123,6 +125,24 @@ def test_build_text_conditioner_dispatches_on_kind(tmp_path):
     assert isinstance(conditioner, ClapTextConditioner) and conditioner.max_length == 16
     with pytest.raises(ValueError, match=r"unknown text conditioner kind 'bert'.*'t5', 'clap'"):
         build_text_conditioner("bert", tmp_path)
+
+
+def test_tiny_id_is_one_fixed_text_encoder(tmp_path):
+    from discodiff.build import build_pipeline
+    from discodiff.config import DiscoDiffConfig
+
+    reference = build_tiny_t5_conditioner(seed=0, max_length=16)
+    tiny = load_text_encoder("t5", "tiny", max_length=16)
+    assert tiny.max_length == 16 and load_text_encoder("t5", "tiny").max_length == reference.default_max_length
+    config = DiscoDiffConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    for encoder in (tiny, build_pipeline(config, seed=3).text_encoder):  # 'tiny' does not follow the build seed
+        state = encoder.model.state_dict()
+        assert state.keys() == reference.model.state_dict().keys()
+        assert all(torch.equal(state[key], value) for key, value in reference.model.state_dict().items())
+    build_tiny_t5_conditioner(seed=3).save_pretrained(tmp_path / "seed-3")  # another tiny encoder: by path
+    loaded = load_text_encoder("t5", str(tmp_path / "seed-3"), max_length=16)
+    assert loaded.source == str(tmp_path / "seed-3") and not torch.equal(
+        loaded.model.shared.weight, reference.model.shared.weight)
 
 
 @pytest.mark.parametrize("kind", ["t5", "clap"])

@@ -27,21 +27,25 @@ from typer.testing import CliRunner
 
 from discodiff.audio import save_audio
 from discodiff.cli import app
-from discodiff.conditioning import build_tiny_t5_conditioner
+from discodiff.build import build_pipeline
+from discodiff.codec import build_tiny_codec, load_codec
+from discodiff.conditioning import build_tiny_clap_conditioner, build_tiny_t5_conditioner
+from discodiff.config import DiscoDiffConfig
 from discodiff.corpus.render import render_corpus
-from discodiff.data.cache import CacheLayout, CodecInfo
+from discodiff.data.cache import CacheLayout, CodecInfo, UnverifiedCacheWarning
 from discodiff.data.captions import read_caption_source, read_captions
 from discodiff.data.dataset import LatentCropDataset, collate_latent_batch
 from discodiff.data import prepare as prepare_module
 from discodiff.data.layout import NO_ACCOMPANIMENT, NO_VOCALS, IncompleteFolder, find_stem_pairs
 from discodiff.data.prepare import STEM_LENGTHS_DIFFER, prepare_latent_cache
-from discodiff.data.text_cache import cache_text_embeddings
+from discodiff.data.text_cache import cache_text_embeddings, check_text_cache
 from discodiff.data.windows import WindowSettings, select_windows, window_starts
 from discodiff.errors import DataError, ExistingWorkError, OutputError
-from discodiff.latents import LatentStats
+from discodiff.latents import LatentStats, check_latent_stats
 from conftest import tone
 
 CHORALES = {"bach/bwv66.6": "bach-bwv66.6", "bach/bwv2.6": "bach-bwv2.6"}
+TINY_MODEL = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 STEMS_TRACK = "musdb/bwv2.6-stems"  # the bwv2.6 chorale as bass + other stems, no captions
 SR = 44100
 # rendered chorales sit near −27 dBFS RMS (unmastered), so the quiet threshold is lowered for them
@@ -173,11 +177,32 @@ def test_dataset_is_memory_mapped_and_stats_match_stored_latents(prepared):
 def test_codec_json_describes_the_codec_and_checks_compatibility(prepared, tiny_codec, tiny_codec_k4d4):
     out, _ = prepared
     info = CodecInfo.load(out / "codec.json")
-    assert info == CodecInfo("tiny", "transformers", 44100, 512, 9, 8, 64)
+    assert info == CodecInfo("tiny", "transformers", 44100, 512, 9, 8, 64, tiny_codec.fingerprint())
     assert info.latent_channels == 72 and info.frame_rate == pytest.approx(86.13, abs=0.01)
     info.check_compatible(tiny_codec)
-    with pytest.raises(ValueError, match=r"n_codebooks 9 vs 4.*codebook_dim 8 vs 4.*re-run `discodiff prepare"):
+    with pytest.raises(DataError, match=r"n_codebooks 9 vs 4.*codebook_dim 8 vs 4.*re-run `discodiff prepare"):
         info.check_compatible(tiny_codec_k4d4)
+
+
+def test_a_cache_of_another_codec_of_the_same_geometry_is_refused(prepared):
+    out, _ = prepared
+    info = CodecInfo.load(out / "codec.json")
+    other = build_tiny_codec(seed=1)  # the geometry of the seed-0 tiny codec the cache was made with
+    assert other.spec == build_tiny_codec(seed=0).spec
+    with pytest.raises(DataError, match=r"prepared with codec 'tiny' .*the model's codec 'runs/other-codec' has the same "
+                                        r"geometry but other weights.*`discodiff prepare --codec runs/other-codec`"):
+        info.check_compatible(other, "runs/other-codec")
+
+
+def test_a_cache_without_a_codec_fingerprint_is_accepted_with_a_warning(prepared, tmp_path):
+    out, _ = prepared
+    earlier = json.loads((out / "codec.json").read_text())
+    del earlier["fingerprint"]
+    (tmp_path / "codec.json").write_text(json.dumps(earlier))
+    info = CodecInfo.load(tmp_path / "codec.json")
+    assert info.fingerprint is None
+    with pytest.warns(UnverifiedCacheWarning, match=r"codec 'tiny'\) has no 'fingerprint' field"):
+        info.check_compatible(build_tiny_codec(seed=1))
 
 
 def test_interrupted_run_resumes_to_the_same_cache(prepared, corpus, tiny_codec, tmp_path):
@@ -220,6 +245,31 @@ def test_other_settings_refuse_to_resume(prepared, corpus, tiny_codec, tmp_path)
     with pytest.raises(DataError, match=r"other settings \(windows: .*window_seconds': 4\.0.*-> .*window_seconds': 5\.0"):
         prepare_latent_cache(corpus, resumed, tiny_codec, "tiny", progress=False,
                              windows=WindowSettings(window_seconds=5.0, min_seconds=2.0, quiet_dbfs=-40.0))
+
+
+def test_resuming_with_another_codec_of_the_same_geometry_is_refused(prepared, corpus, tiny_codec, tmp_path):
+    out, _ = prepared
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out / "shards", resumed / "shards")
+    other = build_tiny_codec(seed=1)
+    pattern = rf"other settings \(codec: .*'fingerprint': '{tiny_codec.fingerprint()}'.*-> .*'fingerprint': '{other.fingerprint()}'"
+    with pytest.raises(DataError, match=pattern):
+        prepare_latent_cache(corpus, resumed, other, "tiny", windows=WINDOWS, progress=False)
+    assert not (resumed / "dataset").exists()
+
+
+def test_a_cache_from_before_codec_fingerprints_resumes_with_a_warning(prepared, corpus, tiny_codec, tmp_path):
+    out, first = prepared
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out, resumed)
+    settings_file = resumed / "shards" / "settings.json"
+    earlier = json.loads(settings_file.read_text())
+    del earlier["codec"]["fingerprint"]
+    settings_file.write_text(json.dumps(earlier))
+    with pytest.warns(UnverifiedCacheWarning, match=r"settings.json: the earlier work records no codec 'fingerprint'"):
+        report = prepare_latent_cache(corpus, resumed, tiny_codec, "tiny", windows=WINDOWS, progress=False)
+    assert report.resumed == len(first.tracks)
+    assert json.loads(settings_file.read_text())["codec"]["fingerprint"] == tiny_codec.fingerprint()
 
 
 class QuarterSplit:
@@ -565,6 +615,33 @@ def test_text_cache_gives_the_encoder_outputs_and_collate_pads_them(prepared, tm
     assert len(set(lengths)) > 1 and "" in {item["caption"] for item in items}  # uncaptioned tracks use ""
 
 
+def test_text_cache_of_another_encoder_is_refused(prepared, tmp_path):
+    out, _ = prepared
+    cached = tmp_path / "cached"
+    shutil.copytree(out, cached)
+    with pytest.raises(DataError, match=r"encoder.json: missing.*cache_text_embeddings"):
+        check_text_cache(cached, build_tiny_t5_conditioner(seed=0))
+    cache_text_embeddings(cached, build_tiny_t5_conditioner(seed=0, max_length=256), batch_size=8, progress=False)
+    check_text_cache(cached, build_tiny_t5_conditioner(seed=0, max_length=256))
+    check_text_cache(cached / "text_cache", build_tiny_t5_conditioner(seed=0, max_length=256))
+    with pytest.raises(DataError, match=r"another text encoder than the model's \(max_length 256 vs 160: cache vs model\)"):
+        check_text_cache(cached, build_tiny_t5_conditioner(seed=0, max_length=160))
+    with pytest.raises(DataError, match=r"class 'FlanT5Conditioner' vs 'ClapTextConditioner'.*pooled_dim 32 vs 16"):
+        check_text_cache(cached, build_tiny_clap_conditioner(seed=0))
+
+
+def test_latent_stats_fitted_per_something_else_are_refused(prepared):
+    out, _ = prepared
+    path = out / "dataset" / "latent_stats.json"
+    stats = LatentStats.load(path)
+    check_latent_stats(stats, "codebook", 8, source=path)
+    with pytest.raises(DataError, match=r"latent_stats.json: fitted per codebook, but the model config has "
+                                        r"normalize_per=channel; re-run `discodiff prepare --normalize-per channel`"):
+        check_latent_stats(stats, "channel", 8, source=path)
+    with pytest.raises(DataError, match=r"the latent statistics: fitted on codebooks of 8 channels, but the model's codec has 4"):
+        check_latent_stats(stats, "codebook", 4)
+
+
 # --- inputs -------------------------------------------------------------------------------------------
 
 
@@ -605,6 +682,19 @@ def test_prepare_command_on_the_tiny_codec(corpus, tmp_path):
     dataset = LatentCropDataset(tmp_path / "out", crop_frames=100)
     assert len(dataset) == 2 and dataset[0]["caption"] == "a chorale"
     assert CacheLayout(tmp_path / "out").report_file.is_file()
+
+
+def test_tiny_codec_of_prepare_is_the_tiny_codec_of_every_model(corpus, tmp_path):
+    stems = tmp_path / "stems"
+    shutil.copytree(corpus / "bach-bwv66.6", stems / "bach-bwv66.6")
+    result = runner.invoke(app, ["prepare", str(stems), "--out", str(tmp_path / "out"), "--codec", "tiny",
+                                 "--window-seconds", "4", "--min-seconds", "2", "--quiet-dbfs", "-40", "--quiet"])
+    assert result.exit_code == 0, result.output
+    info = CodecInfo.load(tmp_path / "out" / "codec.json")
+    model_codec = build_pipeline(DiscoDiffConfig.from_yaml(TINY_MODEL), seed=3).codec  # 'tiny' does not follow the seed
+    assert info.fingerprint == model_codec.fingerprint() == load_codec("tiny").fingerprint()
+    assert all(torch.equal(a, b) for a, b in zip(model_codec.state_dict().values(), load_codec("tiny").state_dict().values()))
+    info.check_compatible(model_codec, "tiny")
 
 
 def test_prepare_command_errors_are_one_line(tmp_path):

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..data.layout import find_stem_pairs
 from ..corpus.render import render_corpus
+from ..data.layout import find_stem_pairs
 
 
 def same_output(first: Path, second: Path) -> bool:
