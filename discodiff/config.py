@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .codec.backends import BACKENDS
+from .codec.resolve import TINY_CODEC
 from .conditioning.text import TEXT_CONDITIONERS
 from .configuration import bounded, load_config
 from .diffusion.sampling import SCHEDULERS
 from .latents import NORMALIZE_PER
 
-TINY = "tiny"
+TINY = TINY_CODEC  # the id of the locally built tiny codec and text encoder (codec.resolve, conditioning.resolve)
 MAX_DURATION_SECONDS = 600.0  # one window; longer outputs need long-form generation
 MAX_INFERENCE_STEPS = 1000
 

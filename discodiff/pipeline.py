@@ -31,7 +31,6 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
 from .audio import load_audio
-from .codec import DacCodec
 from .conditioning import DacLatentFeatures
 from .config import MAX_DURATION_SECONDS, MAX_INFERENCE_STEPS, CodecConfig, SamplingConfig, TextEncoderConfig
 from .configuration import check_types, from_dict
@@ -357,7 +356,9 @@ class DiscoDiffPipeline:
         naming the file). Every tensor read from the directory is copied into memory, so nothing is read
         from its files later (a later :meth:`save_pretrained` may replace them).
         """
-        from .conditioning import VocalConditioner, build_text_conditioner
+        from .codec.resolve import load_codec
+        from .conditioning import VocalConditioner
+        from .conditioning.resolve import load_text_encoder
 
         directory = Path(directory)
         manifest_path = directory / PIPELINE_FILE
@@ -373,10 +374,10 @@ class DiscoDiffPipeline:
         sources = manifest["sources"]
 
         codec_location = _component_location(directory, "codec", sources["codec"], codec)
-        codec_module = DacCodec.from_pretrained(codec_location, backend=sources["codec"]["backend"])
+        codec_module = load_codec(codec_location, backend=sources["codec"]["backend"])
         text_location = _component_location(directory, "text_encoder", sources["text_encoder"], text_encoder)
-        text_module = build_text_conditioner(sources["text_encoder"]["kind"], text_location,
-                                             max_length=sources["text_encoder"]["max_length"])
+        text_module = load_text_encoder(sources["text_encoder"]["kind"], text_location,
+                                        max_length=sources["text_encoder"]["max_length"])
         for location, module in ((codec_location, codec_module), (text_location, text_module)):
             if _inside(location, directory):
                 _in_memory(module)
