@@ -166,3 +166,28 @@ def test_descript_checkpoint_converts_to_directory(descript_pair, tmp_path):
     converted = DacCodec.from_pretrained(convert_descript_checkpoint(pth, tmp_path / "converted"))
     audio = batch(0.5)
     assert torch.equal(converted.encode_codes(audio), hf.encode_codes(audio))
+
+
+def test_codebook_usage_measures_collapse_and_uniform_use():
+    from discodiff.codec.usage import CodebookUsage
+
+    collapsed = torch.zeros(2, 3, 50, dtype=torch.long)            # every frame of every codebook: entry 0
+    uniform = torch.arange(8).repeat(2, 3, 5)                        # entries 0..7 equally often
+    usage = CodebookUsage.empty(3, 8).update(collapsed)
+    assert torch.allclose(usage.perplexity, torch.ones(3)) and torch.allclose(usage.used_share, torch.full((3,), 1 / 8))
+    usage = CodebookUsage.empty(3, 8).update(uniform)
+    assert torch.allclose(usage.perplexity, torch.full((3,), 8.0)) and usage.metrics()["codebook/used_min"] == 1.0
+    padded = torch.full((1, 3, 4), -1)
+    padded[0, :, 0] = 5
+    usage = CodebookUsage.empty(3, 8).update(padded)
+    assert usage.counts.sum() == 3 and usage.counts[:, 5].tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match=r"must lie in \[0, 8\)"):
+        usage.update(torch.full((1, 3, 2), 8))
+
+
+def test_codebook_usage_of_a_random_codec_on_real_signal(tiny_codec):
+    from discodiff.codec.usage import CodebookUsage
+
+    codes = tiny_codec.encode_codes(tone(1.0)[None], progress=False)
+    usage = CodebookUsage.empty(tiny_codec.n_codebooks, tiny_codec.spec.codebook_size).update(codes)
+    assert (usage.perplexity >= 1).all() and (usage.used_share > 0).all()

@@ -240,3 +240,39 @@ def test_cli_renders_and_reports_a_missing_soundfont_in_one_line(tmp_path):
     assert (tmp_path / "bach-bwv66.6" / "vocals.wav").read_bytes() == vocals
     result = runner.invoke(app, ["render-corpus", "--out", str(tmp_path), "--soundfont", str(tmp_path / "none.sf2")])
     assert result.exit_code == 1 and "fluid-soundfont-gm" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_the_bach_split_is_fixed_tune_disjoint_and_a_tenth():
+    from discodiff.corpus.splits import assign_split, is_held_out, load_split, select
+
+    split = load_split()
+    validation = [piece for piece, name in split.items() if name == "validation"]
+    assert all(piece.startswith("bach/") for piece in split) and 0.10 <= len(validation) / len(split) <= 0.15
+    assert split["bach/bwv66.6"] == "train" and select(["bach/bwv66.6", validation[0]], "validation") == [validation[0]]
+    # the rule keeps every tune on one side: three harmonisations of one tune move together
+    signatures = {f"bach/p{i}": (i % 7,) for i in range(40)} | {f"bach/same{i}": (99,) for i in range(3)}
+    assigned = assign_split(signatures)
+    assert len({assigned[f"bach/same{i}"] for i in range(3)}) == 1
+    assert sum(v == "validation" for v in assigned.values()) >= 0.1 * len(signatures)
+    assert assign_split(signatures) == assigned and is_held_out("mozart/k155") and not is_held_out("bach/bwv66.6")
+    with pytest.raises(DataError, match="not Bach pieces: a split applies to Bach only"):
+        select(["bach/bwv66.6", "beethoven/opus18no1"], "train")
+
+
+def test_the_recorded_tunes_of_a_few_pieces_match_their_scores():
+    """The committed split was computed from these signatures; spot-check that the scores still give them."""
+    from discodiff.corpus.splits import load_split, tune_signature
+
+    split = load_split()
+    pieces = sorted(split)[::97]
+    assert all(len(tune_signature(piece)) > 0 for piece in pieces)
+
+
+def test_cli_renders_one_split_only(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["render-corpus", "--pieces", "bach/bwv66.6", "--split", "validation", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "none of the pieces matching bach/bwv66.6 is in the validation split" in result.output
+    result = runner.invoke(app, ["render-corpus", "--pieces", "bach/bwv1*", "--split", "validation", "--list"])
+    assert result.exit_code == 0 and result.output.split() == ["bach/bwv110.7", "bach/bwv111.6", "bach/bwv124.6", "bach/bwv128.5",
+                                                               "bach/bwv144.6", "bach/bwv154.8", "bach/bwv157.5", "bach/bwv174.5",
+                                                               "bach/bwv184.5", "bach/bwv197.7-a"]

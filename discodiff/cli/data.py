@@ -25,6 +25,7 @@ def render_corpus(
     transpose: int = typer.Option(0, "--transpose", min=0, max=12, help="Transpose each piece by a random shift of up to ± this many semitones."),
     soundfont: Path = typer.Option(None, "--soundfont", help="General MIDI .sf2 file [default: FluidR3_GM from Debian fluid-soundfont-gm]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace tracks in --out that were rendered with other settings."),
+    split: str = typer.Option(None, "--split", help="Keep only the Bach pieces of the fixed 'train' or 'validation' split."),
     list_pieces: bool = typer.Option(False, "--list", help="Only list the corpus pieces that --pieces matches."),
     quiet: bool = QuietOption,
 ) -> None:
@@ -33,17 +34,20 @@ def render_corpus(
     require_module("fluidsynth", "render", "render-corpus")
     from ..corpus.render import render_corpus as render
     from ..corpus.scores import resolve_pieces
+    from ..corpus.splits import SPLITS, select
     from ..corpus.synth import DEFAULT_SOUNDFONT
 
+    if split is not None:
+        check_choice("--split", split, SPLITS)
     if list_pieces:
         names, unmatched = resolve_pieces(pieces)
         if unmatched:
             raise DataError(f"no piece in the music21 corpus matches {', '.join(repr(p) for p in unmatched)}")
-        typer.echo("\n".join(names))
+        typer.echo("\n".join(select(names, split) if split else names))
         return
     check_output_dir(out, what="--out", marker="captions.jsonl", reuse=True)
     report = render(pieces, out, seconds=seconds, seed=seed, workers=workers, transpose=transpose, progress=not quiet,
-                    soundfont=soundfont or DEFAULT_SOUNDFONT, overwrite=overwrite)
+                    soundfont=soundfont or DEFAULT_SOUNDFONT, overwrite=overwrite, split=split)
     typer.echo(f"{out}: {len(report.rendered)} tracks, {report.audio_seconds:.1f} s of audio; {len(report.skipped)} skipped")
     for skipped in report.skipped:
         typer.echo(f"  skipped {skipped.piece}: {skipped.reason}")

@@ -39,6 +39,7 @@ from .scores import (
     split_melody,
     time_signature,
 )
+from .splits import select
 from .synth import DEFAULT_SOUNDFONT, GM_PROGRAM_NAMES, FluidSynthRenderer, InstrumentTrack, Note
 
 DEFAULT_PIECES = ("bach/bwv66.6",)
@@ -294,6 +295,7 @@ def render_corpus(
     progress: bool = True,
     soundfont: str | Path = DEFAULT_SOUNDFONT,
     overwrite: bool = False,
+    split: str | None = None,
 ) -> RenderReport:
     """Render corpus pieces to ``out_dir`` in the :mod:`~discodiff.data.layout` format.
 
@@ -310,6 +312,8 @@ def render_corpus(
             ``[-transpose, transpose]`` (0: off).
         progress: show a progress bar.
         soundfont: General MIDI ``.sf2`` file.
+        split: keep only the Bach pieces of this split (``train`` or ``validation``, see
+            :mod:`discodiff.corpus.splits`); None keeps every matched piece.
         overwrite: replace tracks that ``out_dir`` holds from a render with other settings (seed, seconds,
             transpose, soundfont); without it they are refused before any work. A track rendered again with
             the same settings comes out byte-identical.
@@ -331,6 +335,10 @@ def render_corpus(
     if unmatched:
         raise DataError(f"no piece in the music21 corpus matches {', '.join(repr(p) for p in unmatched)}; "
                         "list the pieces with `discodiff render-corpus --list 'bach/*'`")
+    if split is not None:
+        names = select(names, split)
+        if not names:
+            raise DataError(f"none of the pieces matching {', '.join(pieces)} is in the {split} split")
     report = RenderReport()
     jobs = [_RenderJob(name, out_dir, seconds, seed, transpose, Path(soundfont)) for name in names]
     conflicts = _conflicting_tracks(jobs)

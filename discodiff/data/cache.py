@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..codec import DacCodec
+from ..codec.usage import CODE_PADDING  # noqa: F401 (part of the cache contract: padding frames of codes)
 from ..errors import DataError
 from ..outputs import atomic_file
 
@@ -44,7 +45,6 @@ DATASET_DIR = "dataset"
 PREPARE_REPORT_FILE = "prepare_report.json"
 TEXT_CACHE_DIR = "text_cache"
 SHARDS_DIR = "shards"
-CODE_PADDING = -1
 GEOMETRY_FIELDS = ("sample_rate", "hop_length", "n_codebooks", "codebook_dim", "codebook_size")
 
 
