@@ -64,7 +64,7 @@ def loss_trajectories(work: Path) -> dict[str, list[float]]:
     trajectories = {}
     for stage in ("primary", "secondary"):
         run_dir = work / stage
-        run_training(overrides(data_dir, run_dir, stage=stage, max_steps=STEPS, checkpoint__every=STEPS))
+        run_training(overrides(data_dir, run_dir, task__stage=stage, max_steps=STEPS, checkpoint__every=STEPS))
         losses = train_losses(run_dir)
         trajectories[stage] = [losses[step] for step in range(1, STEPS + 1)]
     return trajectories

@@ -155,9 +155,14 @@ def test_overrides_are_typed_and_relative_paths_resolve():
     ("optimizer.lr=1e-3", r"unknown key\(s\) \['optimizer.lr'\] for OptimizerSection; valid: \['betas'"),
     ("trainer.steps=3", r"unknown key\(s\) \['trainer'\]"),
     ("max_steps=many", r"max_steps must be int, got 'many'"),
-    ("stage=tertiary", r"stage must be one of primary, secondary, got 'tertiary'"),
-    ("objective.vocal_dropout=1.5", r"objective.vocal_dropout must be in \[0, 1\], got 1.5"),
-    ("validation.times=[0.5, 1.0]", r"validation.times must be in \(0, 1\), got 1.0"),
+    ("task.stage=tertiary", r"task.stage must be one of primary, secondary, got 'tertiary'"),
+    ("task.objective.vocal_dropout=1.5", r"task.objective.vocal_dropout must be in \[0, 1\], got 1.5"),
+    ("task.validation.times=[0.5, 1.0]", r"task.validation.times must be in \(0, 1\), got 1.0"),
+    ("task.validation.times=[]", r"task.validation.times must list at least one t"),
+    ("task.samples.num_inference_steps=0", r"task.samples.num_inference_steps must be in \[1, 1000\], got 0"),
+    ("task.strength=3", r"unknown key\(s\) \['task.strength'\] for DiffusionTaskConfig; valid: \['objective', 'samples'"),
+    ("stage=secondary", r"stage is now task.stage .*pass task.stage=secondary"),
+    ("samples.text_guidance=2", r"samples.text_guidance is now task.samples.text_guidance"),
     ("optimizer.betas=0.9", r"optimizer.betas must be a list of float \(e.g. \[1, 2\]\), got 0.9"),
     ("optimizer.betas=[0.9]", r"optimizer.betas must be two numbers"),
     ("optimizer.learning_rate=-1e-4", r"optimizer.learning_rate must be in \(0, 1\], got -0.0001"),
@@ -180,6 +185,58 @@ def test_yaml_booleans_for_text_fields_explain_the_quoting(tmp_path):
     config.write_text(TINY.read_text().replace('mixed_precision: "no"', "mixed_precision: no"))
     with pytest.raises(ValueError, match=r"mixed_precision must be str, got False \(quote it"):
         TrainConfig.from_yaml(config)
+
+
+def test_configs_of_the_layout_before_the_task_section_still_read(tmp_path):
+    """A train_config.yaml of an older run (stage, objective, validation.times, sample guidance at the top level) reads
+    into task: and equals the new layout, so such a run can still be resumed and exported."""
+    import yaml
+
+    from discodiff.training import TrainConfig
+
+    new = TrainConfig.from_yaml(TINY, ["task.stage=secondary", "task.objective.text_dropout=0.2"])
+    old = new.to_dict()
+    task = old.pop("task")
+    old.update(stage=task["stage"], objective=task["objective"])
+    old["validation"]["times"] = task["validation"]["times"]
+    old["samples"].update(task["samples"])
+    legacy = tmp_path / "train_config.yaml"
+    legacy.write_text(yaml.safe_dump(old))
+    assert TrainConfig.from_yaml(legacy) == new and new.differences(TrainConfig.from_yaml(legacy)) == []
+
+
+def test_resume_refuses_task_keys_that_change_what_is_computed_only():
+    from discodiff.training import TrainConfig
+
+    saved = TrainConfig.from_yaml(TINY)
+    allowed = TrainConfig.from_yaml(TINY, ["task.samples.text_guidance=2.5", "task.validation.times=[0.5]", "samples.every=7"])
+    assert saved.differences(allowed) == []
+    refused = TrainConfig.from_yaml(TINY, ["task.stage=secondary", "task.objective.loss=l2", "task.objective.vocal_dropout=0"])
+    assert [d.split(":")[0] for d in saved.differences(refused)] == ["task.objective.loss", "task.objective.vocal_dropout",
+                                                                     "task.stage"]
+
+
+def test_training_samples_and_the_pipeline_build_the_same_conditions():
+    """StageModel.conditions (the training forward and training samples) equals DiscoDiffPipeline.conditions for the
+    same prompt and vocal: one assembly of (text, the stage's vocal tokens)."""
+    from conftest import tone
+    from discodiff.build import build_pipeline
+    from discodiff.conditioning import DacLatentFeatures
+    from discodiff.config import DiscoDiffConfig
+    from discodiff.training import StageModel
+
+    pipeline = build_pipeline(DiscoDiffConfig.from_yaml(REPO / "configs" / "tiny.yaml"), seed=0)
+    vocal = tone(0.3)[None]
+    expected = pipeline.conditions(["a calm chorale"], vocal)
+    features = DacLatentFeatures(pipeline.codec, pipeline.latent_stats)(vocal, progress=False)
+    text = pipeline.text_encoder(["a calm chorale"], device="cpu")
+    mask = torch.ones(features.shape[0], features.shape[-1], dtype=torch.bool)
+    with torch.no_grad():
+        for stage, theirs in zip(("primary", "secondary"), expected):
+            ours = StageModel.from_pipeline(pipeline, stage).conditions(text, features, mask)
+            assert len(ours.contexts) == len(theirs.contexts) == 2 and torch.equal(ours.pooled, theirs.pooled)
+            for a, b in zip(ours.contexts + ours.masks, theirs.contexts + theirs.masks):
+                assert (a is None and b is None) or torch.equal(a, b)
 
 
 # --- checkpoints --------------------------------------------------------------------------------
@@ -252,7 +309,7 @@ def test_two_process_ddp_on_cpu_ends_with_identical_weights(data_dir, tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu_ddp.yaml"),
                "--main_process_port", str(free_port()), str(Path(__file__).resolve()),
                *overrides(data_dir, run_dir, max_steps=4, checkpoint__every=4, validation__every=2, samples__every=4,
-                          samples__num_inference_steps=2)]
+                          task__samples__num_inference_steps=2)]
     result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((run_dir / f"rank-{i}.json").read_text()) for i in range(2)]
@@ -303,12 +360,12 @@ def test_trains_on_a_prepared_cache_with_the_default_dataset(tmp_path, fresh_acc
     render.render_corpus(["bach/bwv66.6", "bach/bwv2.6"], corpus, seconds=5.0, seed=0, progress=False)
     prepare_latent_cache(corpus, cache, build_tiny_codec(seed=0), "tiny", progress=False,
                          windows=WindowSettings(window_seconds=2.0, min_seconds=1.0, quiet_dbfs=-40.0))
-    cache_text_embeddings(cache, build_tiny_t5_conditioner(seed=0), progress=False)
+    cache_text_embeddings(cache, build_tiny_t5_conditioner(seed=0, max_length=64), progress=False)  # configs/tiny.yaml's
     run_dir = tmp_path / "run"
     config = TrainConfig.from_yaml(TINY, [f"data.data_dir={cache}", "data.options.text_cache=true", "data.crop_frames=160",
                                           f"output_dir={run_dir}", "max_steps=2", "data.batch_size=2", "progress=false",
                                           "logging.log_with=none", "validation.every=2", "validation.num_items=2",
-                                          "samples.every=2", "samples.num_samples=2", "samples.num_inference_steps=2"])
+                                          "samples.every=2", "samples.num_samples=2", "task.samples.num_inference_steps=2"])
     trainer = Trainer(config)
     assert "text_sequence" in trainer.data.collate_fn([trainer.data.train[0]])
     trainer.train()
@@ -327,17 +384,18 @@ def test_export_writes_ema_weights_that_load_and_sample(data_dir, tmp_path, fres
 
     from discodiff.pipeline import DiscoDiffPipeline
     from discodiff.training import TrainConfig, Trainer, TrainingState, export_pipeline
-    from discodiff.training.data import TrainingData, hold_out, load_latent_stats
+    from discodiff.training.data import load_latent_stats
 
     def train(stage: str, run_dir: Path, **extra) -> Trainer:
-        config = TrainConfig.from_yaml(TINY, overrides(data_dir, run_dir, stage=stage, max_steps=3, checkpoint__every=3, **extra))
-        datasets = hold_out(*(SyntheticLatentCrops(data_dir, CROP_FRAMES, 4, config.seed) for _ in range(2)), num_items=2)
-        trainer = Trainer(config, TrainingData(*datasets, load_latent_stats(data_dir)))
+        config = TrainConfig.from_yaml(TINY, overrides(data_dir, run_dir, task__stage=stage, max_steps=3, checkpoint__every=3,
+                                                       **extra))
+        trainer = Trainer(config)
         trainer.train()
         return trainer
 
     primary_run = tmp_path / "primary"
-    trainer = train("primary", primary_run, samples__every=3, samples__num_inference_steps=2, logging__log_with="tensorboard")
+    trainer = train("primary", primary_run, samples__every=3, task__samples__num_inference_steps=2,
+                    task__samples__text_guidance=2.0, task__samples__vocal_guidance=1.5, logging__log_with="tensorboard")
     for name in ("0.wav", "0.png", "1.wav", "1.png", "captions.json"):
         assert (primary_run / "samples" / "step-3" / name).is_file() and (primary_run / "samples" / "reference" / name).is_file()
     assert list((primary_run / "logs").rglob("events.out.tfevents.*"))

@@ -20,6 +20,7 @@ import soundfile as sf
 import torch
 
 from conftest import tone
+from discodiff.latents import LatentStats
 from test_training import TINY, TRAIN_SCRIPT, overrides, subprocess_env, write_synthetic_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +143,41 @@ def test_unusable_data_fails_in_one_line_before_anything_is_written(cache, tmp_p
         assert not run_dir.exists(), args
 
 
+def test_statistics_fitted_per_something_else_are_refused_before_anything_is_built(tmp_path):
+    """Latent statistics fitted per channel for a model that normalises per codebook: one line naming both and the fix."""
+    from discodiff.errors import DataError
+    from discodiff.training import TrainConfig, check_run
+
+    data = write_synthetic_data(tmp_path / "data", tracks=3)
+    latents = torch.load(data / "latents.pt")["latents"]
+    LatentStats.fit([latents], 8, per="channel").save(data / "latent_stats.json")
+    run_dir = tmp_path / "run"
+    config = TrainConfig.from_yaml(TINY, overrides(data, run_dir, max_steps=1))
+    with pytest.raises(DataError, match=r"fitted per channel, but the model config has normalize_per=codebook.*--normalize-per codebook"):
+        check_run(config)
+    assert_refused(train(overrides(data, run_dir, max_steps=1)), "normalize_per=codebook", "latent_stats.json")
+    assert not run_dir.exists()
+
+
+def test_a_text_cache_of_another_text_encoder_is_refused(cache, tmp_path, fresh_accelerate_state):
+    """data.options.text_cache=true with embeddings of another encoder than the model's (here another max_length)
+    is refused when the model is built, before anything is written; the model's own encoder's cache trains."""
+    from discodiff.conditioning import build_tiny_t5_conditioner
+    from discodiff.data.text_cache import cache_text_embeddings
+    from discodiff.errors import DataError
+    from discodiff.training import TrainConfig, Trainer
+
+    other = tmp_path / "cache"
+    shutil.copytree(cache, other)
+    cache_text_embeddings(other, build_tiny_t5_conditioner(seed=0, max_length=32), progress=False)
+    run_dir = tmp_path / "run"
+    args = [f"data.data_dir={other}", "data.options.text_cache=true", "data.crop_frames=64", f"output_dir={run_dir}",
+            "max_steps=1", *QUIET]
+    with pytest.raises(DataError, match=r"text cache .* another text encoder than the model's \(max_length 32 vs 64"):
+        Trainer(TrainConfig.from_yaml(TINY, args))
+    assert not run_dir.exists()
+
+
 def test_bad_resume_path_is_refused_before_the_run_is_touched(finished_run, data_dir, tmp_path):
     before = snapshot(finished_run)
     for resume in (tmp_path / "nowhere" / "checkpoint-3", finished_run / "checkpoints" / "checkpoint-3"):
@@ -153,7 +189,7 @@ def test_bad_resume_path_is_refused_before_the_run_is_touched(finished_run, data
 def test_missing_codec_names_the_model_config_key_not_a_cli_flag():
     from discodiff.errors import ConfigError
     from discodiff.training import TrainConfig
-    from discodiff.training.stage import load_pipeline
+    from discodiff.training.diffusion_task import load_pipeline
 
     config = TrainConfig.from_yaml(TINY, ["model.overrides=[text_encoder.id=nobody/no-such-t5]"])
     with pytest.raises(ConfigError, match=r"text_encoder.id 'nobody/no-such-t5'.*model.overrides=\[text_encoder.id=path/to/dir\]") as info:
@@ -277,8 +313,8 @@ def test_fp16_on_cpu_is_refused_and_bf16_really_autocasts(data_dir, tmp_path, fr
     unet = trainer.accelerator.unwrap_model(trainer.model).unet
     linear = next(m for m in unet.modules() if isinstance(m, torch.nn.Linear))
     handle = linear.register_forward_hook(lambda module, args, output: dtypes.append(output.dtype))
-    batch = trainer.objective.prepare(next(iter(trainer.train_loader)), trainer.accelerator.device)
-    trainer.objective(trainer.model, batch, torch.Generator().manual_seed(0))
+    batch = trainer.task.prepare(next(iter(trainer.train_loader)), trainer.accelerator.device)
+    trainer.task.loss(trainer.model, batch, torch.Generator().manual_seed(0))
     handle.remove()
     assert dtypes and set(dtypes) == {torch.bfloat16}
 

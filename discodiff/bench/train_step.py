@@ -3,9 +3,10 @@
     python -m discodiff.bench.train_step [--config configs/tiny.yaml] [--stage primary] [--batch-size 4]
                                          [--frames 256] [--steps 10] [--mixed-precision no] [--data-dir DIR]
 
-Runs the trainer's pieces (``StageObjective``, ``StageModel``, AdamW, EMA under an ``Accelerator``) on a
-prepared latent cache (``--data-dir``, read by ``LatentCropDataset``) or, by default, on an in-memory
-dataset of random latents, so no prepared data is needed. "conditioning" is the frozen text
+Runs the trainer's pieces — the diffusion family's training task (``DiffusionStageTask``: its ``prepare`` and
+``loss`` on its ``StageModel``), AdamW and EMA under an ``Accelerator`` — on a prepared latent cache
+(``--data-dir``, read by ``LatentCropDataset``) or, by default, on an in-memory dataset of random latents, so no
+prepared data is needed; the statistics stay the identity. "conditioning" is the frozen text
 encoder plus the vocal encoder's forward (timed by hooks; its backward counts in forward+backward);
 "optimizer" is clipping, the AdamW step, the LR schedule and the EMA update. Means per step after
 ``--warmup`` steps. Configs that reference hub models (base, paper) run offline only when their weights
@@ -96,28 +97,27 @@ def main(argv: list[str] | None = None) -> None:
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from diffusers.training_utils import EMAModel
 
-    from discodiff.build import build_pipeline
-    from discodiff.codec import CodecNotFoundError
-    from discodiff.conditioning import ConditionerNotFoundError
-    from discodiff.config import DiscoDiffConfig
-    from discodiff.training import StageModel, StageObjective
+    from discodiff.errors import ConfigError
+    from discodiff.training.config import ModelSection, TrainConfig
+    from discodiff.training.diffusion_task import DiffusionStageTask, DiffusionTaskConfig, ObjectiveSection, model_config
 
-    config = DiscoDiffConfig.from_yaml(args.config)
+    config = TrainConfig(model=ModelSection(config=str(Path(args.config).resolve())), seed=0,
+                         task=DiffusionTaskConfig(stage=args.stage, objective=ObjectiveSection(text_dropout=0.1, vocal_dropout=0.1)))
+    model_config(config.model)  # a bad config file is its own error, not missing weights
     try:
-        pipeline = build_pipeline(config, seed=0)
-    except (CodecNotFoundError, ConditionerNotFoundError, OSError) as err:
+        task = DiffusionStageTask(config, config.task, seed=0)
+    except (ConfigError, OSError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"{args.config}: model weights are not available offline ({first_line}); use the tiny config or cache them",
               file=sys.stderr)
         raise SystemExit(1) from None
+    pipeline, stage_model = task.pipeline, task.module
 
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
     device = accelerator.device
-    stage_model = StageModel.from_pipeline(pipeline, args.stage)
     if args.gradient_checkpointing:
-        stage_model.unet.enable_gradient_checkpointing()
+        stage_model.enable_gradient_checkpointing()
     pipeline.text_encoder.to(device)
-    objective = StageObjective(pipeline, args.stage, text_dropout=0.1, vocal_dropout=0.1)
     if args.data_dir:
         from discodiff.data.dataset import LatentCropDataset, collate_latent_batch
 
@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> None:
         timer.begin()
         batch = next(batches)
         timer.lap("data loading")
-        stage_batch = objective.prepare(batch, device)
+        stage_batch = task.prepare(batch, device)
         timer.lap("text encoder")
-        losses, _ = objective(model, stage_batch, generator)
+        losses, _ = task.loss(model, stage_batch, generator)
         accelerator.backward(losses.mean())
         timer.lap("model forward+backward")
         accelerator.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,8 +1,16 @@
 """Typed training configs read from YAML (``configs/train/*.yaml``) with ``key=value`` overrides.
 
-A :class:`TrainConfig` says which stage to train, on which model and data, and how (optimiser, EMA,
-precision, logging, validation, samples, checkpoints). Values are checked against the field types
-when read, so a misspelt key or a value of the wrong type fails before anything is built.
+A :class:`TrainConfig` says which model to train on which data, and how (optimiser, EMA, precision, logging,
+validation and sample schedule, checkpoints): the generic sections the loop reads. What the model's family
+trains and how (for the diffusion family: the stage, the objective, the validation times and the sample
+guidance) is the ``task:`` section, whose schema is the family's training task's
+(:attr:`~.task.TrainingTask.config_class`; the family comes from ``model.config`` or ``model.init_from``).
+Values are checked against the field types and ranges when read, so a misspelt key or a value of the wrong
+type fails before anything is built.
+
+Configs of the layout before the ``task:`` section (``stage``, ``objective``, ``validation.times`` and the
+sample guidance at the top level, e.g. the ``train_config.yaml`` of older runs) are read into ``task:``; as
+overrides those keys are refused with their new name.
 """
 
 from __future__ import annotations
@@ -14,17 +22,22 @@ from pathlib import Path
 
 import yaml
 
-from discodiff.configuration import bounded, check_types, load_config
-from discodiff.diffusion import LOSS_KINDS
+from discodiff.configuration import apply_overrides, bounded, check_types, from_dict, read_yaml
 from discodiff.errors import ConfigError
 from discodiff.outputs import atomic_file
 
-STAGES = ("primary", "secondary")
+from .task import TaskConfig, task_class
+
 MIXED_PRECISION = ("no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb", "none")
-# what a resumed run may change: how long it runs and what it reports and keeps, never what it computes
+# what a resumed run may change: how long it runs and what it reports and keeps, never what it computes (the task
+# adds its own, see TaskConfig.resumable_keys)
 RESUMABLE_KEYS = ("output_dir", "max_steps", "progress", "gradient_checkpointing", "data.num_workers", "logging",
                   "validation", "samples", "checkpoint")
+# keys of the layout before the task section → where they live now
+MOVED_TO_TASK = {"stage": "task.stage", "objective": "task.objective", "validation.times": "task.validation.times",
+                 "samples.num_inference_steps": "task.samples.num_inference_steps",
+                 "samples.text_guidance": "task.samples.text_guidance", "samples.vocal_guidance": "task.samples.vocal_guidance"}
 
 
 @dataclass
@@ -49,7 +62,8 @@ class DataSection:
     ``dataset`` / ``collate`` are ``module:attribute`` import paths; the dataset is called as
     ``dataset(data_dir, crop_frames=…, frame_multiple=…, seed=…, **options)`` (e.g. ``options:
     {text_cache: true, noisy_vocal_std: 0.1}`` for ``LatentCropDataset``) and must yield the batch contract
-    of :mod:`discodiff.training.data`. ``validation_dir``: a separately prepared held-out data dir; when
+    of :mod:`discodiff.training.data` with the keys the task reads (``frame_multiple`` is the task's
+    ``length_multiple``). ``validation_dir``: a separately prepared held-out data dir; when
     None, the first ``validation.num_items`` items of ``data_dir`` are held out of training.
     ``batch_size`` is per process.
     """
@@ -78,15 +92,6 @@ class OptimizerSection:
 
 
 @dataclass
-class ObjectiveSection:
-    """The v-loss kind and the per-sample, independent condition dropout probabilities (for guidance)."""
-
-    loss: str = bounded("l1", choices=LOSS_KINDS)
-    text_dropout: float = bounded(0.1, low=0.0, high=1.0)
-    vocal_dropout: float = bounded(0.1, low=0.0, high=1.0)
-
-
-@dataclass
 class EMASection:
     """``diffusers.training_utils.EMAModel`` settings (warmup: decay ``1 − (1 + step/inv_gamma)^−power``, capped at ``decay``)."""
 
@@ -108,23 +113,21 @@ class LoggingSection:
 
 @dataclass
 class ValidationSection:
-    """Validation loss at fixed ``times`` with fixed noise, with the EMA weights, every ``every`` steps (0: never)."""
+    """The task's validation metrics with the EMA weights over the first ``num_items`` items (or
+    ``data.validation_dir``), every ``every`` steps (0: never)."""
 
     every: int = bounded(1000, low=0)
     num_items: int = bounded(16, low=1)
     batch_size: int = bounded(8, low=1)
-    times: list[float] = bounded(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], low=0.0, high=1.0, low_open=True, high_open=True)
 
 
 @dataclass
 class SamplesSection:
-    """Audio samples (WAV + spectrogram PNG) from the EMA weights on the first validation items, every ``every`` steps (0: never)."""
+    """The task's audio samples (WAV + spectrogram PNG) from the EMA weights on the first ``num_samples`` validation
+    items, every ``every`` steps (0: never)."""
 
     every: int = bounded(5000, low=0)
     num_samples: int = bounded(2, low=1)
-    num_inference_steps: int = bounded(25, low=1, high=1000)
-    text_guidance: float = bounded(3.0, low=0.0, high=100.0)
-    vocal_guidance: float = bounded(1.5, low=0.0, high=100.0)
 
 
 @dataclass
@@ -137,19 +140,19 @@ class CheckpointSection:
 
 @dataclass
 class TrainConfig:
-    """One training run of one stage (``primary`` or ``secondary``) of a :class:`~discodiff.pipeline.DiscoDiffPipeline`."""
+    """One training run of the model ``model`` names: the generic sections, and ``task`` (the parsed ``task:``
+    section, an instance of the model family's :attr:`~.task.TrainingTask.config_class`)."""
 
-    stage: str = bounded("primary", choices=STAGES)
-    output_dir: str = "runs/primary"
+    output_dir: str = "runs/train"
     seed: int = bounded(0, low=0, high=2**32 - 1)
     max_steps: int = bounded(100_000, low=1)
     mixed_precision: str = bounded("bf16", choices=MIXED_PRECISION)
     gradient_checkpointing: bool = False
     progress: bool = True
     model: ModelSection = field(default_factory=ModelSection)
+    task: TaskConfig = field(default_factory=TaskConfig)
     data: DataSection = field(default_factory=DataSection)
     optimizer: OptimizerSection = field(default_factory=OptimizerSection)
-    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
     ema: EMASection = field(default_factory=EMASection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
@@ -158,13 +161,26 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-        """Read ``path``, apply ``key.sub=value`` overrides (see :func:`apply_overrides`) and check every value."""
+        """Read ``path``, apply ``key.sub=value`` overrides (see :func:`~discodiff.configuration.apply_overrides`) and
+        check every value; the ``task:`` section is read with the schema of the model family's training task."""
         path = Path(path)
-        config = load_config(cls, path, overrides, hint="see configs/train/ for tiny.yaml, base.yaml, paper.yaml")
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config {path} not found; see configs/train/ for tiny.yaml, base.yaml, paper.yaml")
+        data = read_yaml(path)
+        _move_legacy_keys(data)
+        _refuse_moved_overrides(overrides, where)
+        apply_overrides(data, overrides)
+        task_data = data.pop("task", None)
+        config = from_dict(cls, data, where)
+        check_types(config, where)
         model_config = Path(config.model.config)
         if not model_config.is_absolute():
             config.model.config = str((path.parent / model_config).resolve())
-        config.check(str(path))
+        task_config_class = task_class(config.model).config_class
+        config.task = from_dict(task_config_class, {} if task_data is None else task_data, where, "task.")
+        check_types(config.task, where, "task.")
+        config.check(where)
         return config
 
     def save(self, path: str | Path) -> Path:
@@ -178,10 +194,15 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def differences(self, other: TrainConfig, ignore: Sequence[str] = RESUMABLE_KEYS) -> list[str]:
-        """``key: ours → theirs`` for every value that differs, keys spelt as overrides, sections in ``ignore`` skipped."""
+    def resumable_keys(self) -> tuple[str, ...]:
+        """What a resumed run may change: :data:`RESUMABLE_KEYS` and the task's ``task.<key>`` ones."""
+        return RESUMABLE_KEYS + tuple(f"task.{key}" for key in type(self.task).resumable_keys)
+
+    def differences(self, other: TrainConfig, ignore: Sequence[str] | None = None) -> list[str]:
+        """``key: ours → theirs`` for every value that differs, keys spelt as overrides, sections in ``ignore`` (default:
+        :meth:`resumable_keys`) skipped."""
         ours, theirs = _flatten(self.to_dict()), _flatten(other.to_dict())
-        skipped = tuple(ignore)
+        skipped = self.resumable_keys() if ignore is None else tuple(ignore)
         return [f"{key}: {ours.get(key)!r} → {theirs.get(key)!r}" for key in sorted(ours.keys() | theirs.keys())
                 if ours.get(key) != theirs.get(key) and not any(key == s or key.startswith(s + ".") for s in skipped)]
 
@@ -189,14 +210,45 @@ class TrainConfig:
         """Raise a ConfigError naming the first wrong value (type, range or combination) and the valid choices."""
         check_types(self, where)
         if not self.output_dir.strip():
-            raise ConfigError(f"{where}: output_dir is empty; give the run's folder, e.g. output_dir=runs/{self.stage}")
+            raise ConfigError(f"{where}: output_dir is empty; give the run's folder, e.g. output_dir=runs/my-run")
         if len(self.optimizer.betas) != 2:
             raise ConfigError(f"{where}: optimizer.betas must be two numbers [beta1, beta2], got {self.optimizer.betas}")
-        if not self.validation.times:
-            raise ConfigError(f"{where}: validation.times must list at least one t in (0, 1)")
         if self.samples.every and self.samples.num_samples > self.validation.num_items:
             raise ConfigError(f"{where}: samples.num_samples ({self.samples.num_samples}) are drawn from the validation items; "
                               f"raise validation.num_items (now {self.validation.num_items}) or lower samples.num_samples")
+        self.task.check(where)
+
+
+def _move_legacy_keys(data: dict) -> None:
+    """Move the keys of the layout before the ``task:`` section (:data:`MOVED_TO_TASK`) into ``task`` (in place)."""
+    if "task" in data:
+        return
+    task: dict = {}
+    for old, new in MOVED_TO_TASK.items():
+        *parents, leaf = old.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = node.pop(leaf)
+        *new_parents, new_leaf = new.split(".")[1:]
+        target = task
+        for part in new_parents:
+            target = target.setdefault(part, {})
+        target[new_leaf] = value
+    if task:
+        data["task"] = task
+
+
+def _refuse_moved_overrides(overrides: Sequence[str], where: str) -> None:
+    for override in overrides:
+        key = override.partition("=")[0]
+        for old, new in MOVED_TO_TASK.items():
+            if key == old or key.startswith(old + "."):
+                moved = new + key[len(old):]
+                raise ConfigError(f"{where}: override '{override}': {key} is now {moved} (the task section); "
+                                  f"pass {moved}={override.partition('=')[2] or '…'}")
 
 
 def _flatten(node: dict, prefix: str = "") -> dict:

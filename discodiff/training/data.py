@@ -1,22 +1,27 @@
-"""The data of a training run: train and validation datasets, their collate function, latent statistics.
+"""The data of a training run: train and validation datasets and their collate function, built from the generic
+``data`` section for the task the run trains; plus the checks of latent caches that the diffusion task uses.
 
-Every dataset (with its collate function) yields batches of this contract::
+**Batch contract.** A batch (what ``collate(items)`` returns, torch's ``default_collate`` when ``data.collate`` is
+null) is a ``dict`` of per-item values: tensors with the batch first (``[B, …]``) and lists of strings (``B``
+items). A task declares the keys it reads (:attr:`~.task.TrainingTask.batch_keys`) and ignores the others, so a
+dataset may carry more columns (codes, other per-frame features) for other tasks. The diffusion stage task reads::
 
     {"latents":       float32 [B, K·d, L]  raw (un-normalised) accompaniment latents,
      "vocal_latents": float32 [B, K·d, L]  raw vocal latents, frame-aligned with "latents",
      "frame_mask":    bool    [B, L]       True = real frame,
-     "captions":      list[str] (B),
-     "track_ids":     list[str] (B)}
+     "captions":      list[str] (B)}
 
 plus, optionally, the frozen text encoder's outputs cached by the data preparation (``text_sequence
-[B, S, D]``, ``text_mask [B, S]``, ``text_pooled [B, P]``; they replace running the text encoder). For exact
-resumption a dataset draws its item randomness from (seed, epoch, index) only, with an optional
-``set_epoch(epoch)``. The prepared data dir holds ``latent_stats.json``
-(:class:`~discodiff.latents.LatentStats`) and ``codec.json`` (:class:`~discodiff.data.cache.CodecInfo`).
+[B, S, D]``, ``text_mask [B, S]``, ``text_pooled [B, P]``; they replace running the text encoder); the default
+dataset also yields ``track_ids`` (list[str]) and may yield ``codes``. For exact resumption a dataset draws its
+item randomness from (seed, epoch, index) only, with an optional ``set_epoch(epoch)``. A prepared latent data
+dir holds ``latent_stats.json`` (:class:`~discodiff.latents.LatentStats`) and ``codec.json``
+(:class:`~discodiff.data.cache.CodecInfo`).
 
-:func:`check_data` checks what can be checked before a model is built: the data dirs are set and exist,
-and for the default :class:`~discodiff.data.dataset.LatentCropDataset` (and its subclasses) they are finished
-latent caches whose windows are at least ``data.crop_frames`` long.
+:func:`check_data` makes the generic checks before a model is built (the data dirs are set and exist, the
+dataset and collate paths import); :func:`check_latent_data` adds, for the default
+:class:`~discodiff.data.dataset.LatentCropDataset` (and its subclasses), that they are finished latent caches
+whose windows are at least ``data.crop_frames`` long.
 """
 
 from __future__ import annotations
@@ -38,28 +43,25 @@ from .config import DataSection
 
 DEFAULT_DATASET = "discodiff.data.dataset:LatentCropDataset"
 PREPARE_HINT = "make one with `discodiff prepare STEMS_DIR --out {directory}` (a rerun resumes)"
+LATENT_CACHE_HINT = "a latent cache made with `discodiff prepare STEMS_DIR --out path/to/cache`"
 
 
 @dataclass
 class TrainingData:
-    """``train`` / ``validation`` datasets of the batch contract, their ``collate_fn`` (None: torch's default), ``latent_stats``."""
+    """``train`` / ``validation`` datasets of the batch contract and their ``collate_fn`` (None: torch's default)."""
 
     train: Dataset
     validation: Dataset
-    latent_stats: LatentStats
     collate_fn: Callable | None = None
 
     @classmethod
-    def from_config(cls, data: DataSection, num_validation_items: int, frame_multiple: int, seed: int,
-                    codec: DacCodec) -> TrainingData:
-        """Build the datasets named in ``data``; without ``data.validation_dir``, hold out the first items of ``data.data_dir``.
-        Data prepared with another codec geometry than ``codec`` (the model's) is refused."""
-        check_data(data, frame_multiple)
+    def from_config(cls, data: DataSection, num_validation_items: int, frame_multiple: int, seed: int) -> TrainingData:
+        """Build the datasets named in ``data``; without ``data.validation_dir``, hold out the first items of
+        ``data.data_dir``. ``frame_multiple``: the task's :attr:`~.task.TrainingTask.length_multiple`."""
         dataset_class = import_object(data.dataset, "data.dataset")
         collate_fn = import_object(data.collate, "data.collate") if data.collate else None
 
         def build(key: str, directory: str) -> Dataset:
-            check_codec(key, directory, codec)
             try:
                 return dataset_class(directory, crop_frames=data.crop_frames, frame_multiple=frame_multiple, seed=seed,
                                      **data.options)
@@ -77,7 +79,20 @@ class TrainingData:
         else:
             train, validation = hold_out(build("data.data_dir", data.data_dir), build("data.data_dir", data.data_dir),
                                          num_validation_items)
-        return cls(train, validation, load_latent_stats(data.data_dir), collate_fn)
+        return cls(train, validation, collate_fn)
+
+
+def data_directories(data: DataSection) -> list[tuple[str, str]]:
+    """``(config key, directory)`` of every data dir ``data`` names (``data.data_dir``, ``data.validation_dir``)."""
+    return [(key, directory) for key, directory in (("data.data_dir", data.data_dir), ("data.validation_dir", data.validation_dir))
+            if directory]
+
+
+def check_batch_keys(batch: dict, keys: tuple[str, ...], task: str) -> None:
+    """A :class:`DataError` naming the keys of ``keys`` (a task's :attr:`~.task.TrainingTask.batch_keys`) that ``batch`` lacks."""
+    missing = [key for key in keys if key not in batch]
+    if missing:
+        raise DataError(f"the batch lacks {missing}; {task} needs datasets that yield {keys} (see discodiff.training.data)")
 
 
 class EpochSubset(Subset):
@@ -99,9 +114,14 @@ def hold_out(train_copy: Dataset, validation_copy: Dataset, num_items: int) -> t
     return EpochSubset(train_copy, range(num_items, len(train_copy))), Subset(validation_copy, range(num_items))
 
 
+def latent_stats_path(data_dir: str | Path) -> Path:
+    """Where a prepared data dir keeps its ``latent_stats.json`` (inside ``dataset/`` for a latent cache)."""
+    return CacheLayout(Path(data_dir)).latent_stats_file if (Path(data_dir) / DATASET_DIR).is_dir() else Path(data_dir) / LATENT_STATS_FILE
+
+
 def load_latent_stats(data_dir: str | Path) -> LatentStats:
     """The ``latent_stats.json`` of a prepared data dir."""
-    path = CacheLayout(Path(data_dir)).latent_stats_file if (Path(data_dir) / DATASET_DIR).is_dir() else Path(data_dir) / LATENT_STATS_FILE
+    path = latent_stats_path(data_dir)
     if not path.is_file():
         raise DataError(f"{path} not found: data.data_dir={data_dir} is not a prepared data directory; make one with "
                         f"`discodiff prepare STEMS_DIR --out {data_dir}`")
@@ -119,35 +139,35 @@ def import_object(path: str, key: str):
         raise ConfigError(f"{key} '{path}' cannot be imported ({err}); fix the path or put its module on PYTHONPATH") from err
 
 
-def check_data(data: DataSection, frame_multiple: int | None = None) -> None:
+def check_data(data: DataSection, hint: str = LATENT_CACHE_HINT) -> None:
     """Raise a one-line :class:`DataError` / :class:`ConfigError` for data that cannot train: ``data.data_dir`` unset
-    or missing, a data dir that is not a finished latent cache (for datasets that read one), ``data.crop_frames``
-    longer than the cache's windows or shorter than ``frame_multiple`` (the U-Net's downsampling factor).
-
-    Reads only small metadata files, so it runs before any model is built.
-    """
+    or missing, ``data.validation_dir`` missing, a dataset or collate path that does not import. ``hint`` says what
+    the data dir should be (the task's :attr:`~.task.TrainingTask.data_hint`). Reads no data."""
     if not data.data_dir:
-        raise DataError("data.data_dir is not set; pass data.data_dir=path/to/cache, a latent cache made with "
-                        "`discodiff prepare STEMS_DIR --out path/to/cache`")
-    dataset_class = import_object(data.dataset, "data.dataset")
+        raise DataError(f"data.data_dir is not set; pass data.data_dir=path/to/data, {hint}")
+    import_object(data.dataset, "data.dataset")
     if data.collate:
         import_object(data.collate, "data.collate")
-    cache = reads_cache(dataset_class)
-    if frame_multiple is not None and data.crop_frames < frame_multiple:
-        raise ConfigError(f"data.crop_frames={data.crop_frames} is shorter than the U-Net's downsampling factor "
-                          f"({frame_multiple} frames); set data.crop_frames to at least {frame_multiple}")
-    for key, directory in (("data.data_dir", data.data_dir), ("data.validation_dir", data.validation_dir)):
-        if not directory:
-            continue
+    for key, directory in data_directories(data):
         path = Path(directory)
         if not path.is_dir():
             what = "file, not a folder" if path.exists() else "such directory"
-            raise DataError(f"{key}={directory}: no {what}; pass {key}= a latent cache made with "
-                            "`discodiff prepare STEMS_DIR --out <dir>`")
-        if cache:
-            check_cache(key, path, data.crop_frames, frame_multiple)
-    if not cache:
-        load_latent_stats(data.data_dir)
+            raise DataError(f"{key}={directory}: no {what}; pass {key}= {hint}")
+
+
+def check_latent_data(data: DataSection, frame_multiple: int | None = None) -> LatentStats:
+    """The latent-cache checks of the diffusion task, after :func:`check_data`: ``data.crop_frames`` not shorter than
+    ``frame_multiple`` (the U-Net's downsampling factor); for :class:`~discodiff.data.dataset.LatentCropDataset` (and
+    subclasses) finished latent caches whose windows hold ``data.crop_frames``. Returns the latent statistics of
+    ``data.data_dir``. Reads only small metadata files, so it runs before any model is built."""
+    cache = reads_cache(import_object(data.dataset, "data.dataset"))
+    if frame_multiple is not None and data.crop_frames < frame_multiple:
+        raise ConfigError(f"data.crop_frames={data.crop_frames} is shorter than the U-Net's downsampling factor "
+                          f"({frame_multiple} frames); set data.crop_frames to at least {frame_multiple}")
+    if cache:
+        for key, directory in data_directories(data):
+            check_cache(key, Path(directory), data.crop_frames, frame_multiple)
+    return load_latent_stats(data.data_dir)
 
 
 def reads_cache(dataset_class) -> bool:

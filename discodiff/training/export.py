@@ -1,15 +1,15 @@
-"""Export a run's EMA weights as a pipeline directory that ``DiscoDiffPipeline.from_pretrained`` and
+"""Export a run's EMA weights as a model directory that :func:`discodiff.load_pipeline` and
 ``discodiff sample --model DIR`` load.
 
-Only the trained stage (its U-Net and vocal encoder) is written with EMA weights. Exporting into a directory
-that already holds a pipeline replaces that stage alone, so the primary and secondary runs can be exported
-one after the other into one model; a fresh directory gets the run's starting pipeline for the other stage.
-The run's latent statistics go with the weights.
+:func:`export_pipeline` is generic: it finds the checkpoint, reads the run's ``train_config.yaml``, checks the
+destination, builds the run's training task (:mod:`.task`) from the saved config, copies the checkpoint's EMA
+weights into the task's module and lets the task write its model directory (:meth:`~.task.TrainingTask.export`;
+the diffusion task replaces only its stage in an existing model directory).
 
 The destination is checked before any model is loaded: a new or empty folder, or a model directory
-(``pipeline.json``); any other non-empty folder is refused. :meth:`DiscoDiffPipeline.save_pretrained` writes
-it atomically (built under a temporary name, then swapped in; other files of an earlier model directory are
-carried over), so a failed export leaves the earlier model as it was.
+(``pipeline.json``) of the run's family; any other non-empty folder is refused. Families' ``save_pretrained``
+write atomically (built under a temporary name, then swapped in), so a failed export leaves the earlier model as
+it was.
 """
 
 from __future__ import annotations
@@ -18,45 +18,49 @@ from pathlib import Path
 
 import torch
 
-from discodiff.data.cache import LATENT_STATS_FILE
-from discodiff.errors import OutputError, TrainingError
-from discodiff.latents import LatentStats
+from discodiff.errors import ConfigError, ModelDirectoryError, OutputError, TrainingError
 from discodiff.outputs import check_output_dir
-from discodiff.pipeline import PIPELINE_FILE, DiscoDiffPipeline
+from discodiff.pipeline_utils import PIPELINE_FILE, directory_family
 
 from .checkpoint import CHECKPOINTS_DIR, checkpoint_step, require_complete, resolve_checkpoint
 from .config import TrainConfig
 from .run import CONFIG_FILE
-from .stage import StageModel, load_pipeline
 from .state import TrainingState
+from .task import model_family, task_class
 
 
 def export_pipeline(source: str | Path, out_dir: str | Path) -> Path:
     """Write the EMA weights of ``source`` (a run directory — its latest checkpoint — or a ``checkpoint-N``
-    directory) into the pipeline directory ``out_dir``; returns ``out_dir``."""
+    directory) into the model directory ``out_dir``; returns ``out_dir``."""
     checkpoint = require_complete(find_checkpoint(source), "export source")
     run_dir = checkpoint.parent.parent
-    for name in (CONFIG_FILE, LATENT_STATS_FILE):
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise TrainingError(f"{checkpoint} is not inside a training run directory (no {run_dir / CONFIG_FILE}); "
+                            "pass a run directory or one of its checkpoints/checkpoint-<step>")
+    config = TrainConfig.from_yaml(run_dir / CONFIG_FILE)
+    cls = task_class(config.model)
+    for name in cls.run_files:
         if not (run_dir / name).is_file():
-            raise TrainingError(f"{checkpoint} is not inside a training run directory (no {run_dir / name}); "
+            raise TrainingError(f"{checkpoint} is not inside a complete training run directory (no {run_dir / name}); "
                                 "pass a run directory or one of its checkpoints/checkpoint-<step>")
     out_dir = Path(out_dir)
-    updating = check_output_dir(out_dir, what="export folder", marker=PIPELINE_FILE, reuse=True)
-    config = TrainConfig.from_yaml(run_dir / CONFIG_FILE)
-    stats = LatentStats.load(run_dir / LATENT_STATS_FILE)
-    run_pipeline = load_pipeline(config.model, config.seed)
-    trained = StageModel.from_pipeline(run_pipeline, config.stage)
-    load_parameters(trained, TrainingState.read_ema_parameters(checkpoint), checkpoint)
+    check_output_dir(out_dir, what="export folder", marker=PIPELINE_FILE, reuse=True)
+    if (out_dir / PIPELINE_FILE).is_file():
+        check_same_family(out_dir, model_family(config.model).name)
+    task = cls(config, config.task, config.seed)
+    load_parameters(task.module, TrainingState.read_ema_parameters(checkpoint), checkpoint)
+    return task.export(checkpoint, out_dir)
 
-    if updating:
-        pipeline = DiscoDiffPipeline.from_pretrained(out_dir)
-        check_compatible(pipeline, run_pipeline, stats, config.stage, out_dir)
-        setattr(pipeline, config.stage, trained.unet)
-        setattr(pipeline, f"{config.stage}_vocal_encoder", trained.vocal_encoder)
-    else:
-        pipeline = run_pipeline
-    pipeline.latent_stats = stats
-    return pipeline.save_pretrained(out_dir)
+
+def check_same_family(out_dir: Path, family: str) -> None:
+    """Refuse exporting into a model directory of another family than the run's."""
+    try:
+        theirs = directory_family(out_dir).name
+    except (ConfigError, ModelDirectoryError) as err:
+        raise OutputError(f"{out_dir} holds a model directory that cannot be read ({err}); export into a new directory") from err
+    if theirs != family:
+        raise OutputError(f"{out_dir} holds a model of the '{theirs}' family, this run trains the '{family}' family; "
+                          "export into a new directory")
 
 
 def find_checkpoint(source: str | Path) -> Path:
@@ -84,19 +88,3 @@ def load_parameters(model: torch.nn.Module, tensors: list[torch.Tensor], source:
     with torch.no_grad():
         for parameter, tensor in zip(parameters, tensors):
             parameter.copy_(tensor)
-
-
-def check_compatible(pipeline: DiscoDiffPipeline, run_pipeline: DiscoDiffPipeline, stats: LatentStats, stage: str,
-                     out_dir: Path) -> None:
-    """Raise an :class:`OutputError` when the trained stage cannot join the pipeline in ``out_dir``."""
-    other = "secondary" if stage == "primary" else "primary"
-    ours, theirs = getattr(run_pipeline, stage).config, getattr(pipeline, other).config
-    if (ours.context_dims, ours.pooled_dim) != (theirs.context_dims, theirs.pooled_dim) or \
-            run_pipeline.codec.latent_channels != pipeline.codec.latent_channels:
-        raise OutputError(f"{out_dir} holds a pipeline with another codec or text encoder than this run; export into a new directory")
-    if pipeline.has_vocal_encoder != run_pipeline.has_vocal_encoder:
-        raise OutputError(f"{out_dir} and this run disagree on vocal_encoder.enabled; export into a new directory")
-    if pipeline.latent_stats.fitted and not (torch.equal(pipeline.latent_stats.mean, stats.mean)
-                                             and torch.equal(pipeline.latent_stats.std, stats.std)):
-        raise OutputError(f"{out_dir} was exported with other latent statistics than this run's data; train both stages "
-                         "on the same prepared data, or export into a new directory")

@@ -11,29 +11,29 @@
   with ``--resume RUN/checkpoints/checkpoint-N`` that checkpoint, which must belong to ``output_dir``. Newer
   checkpoints of the run would be replaced as the run retrains their steps, so they are refused by name
   unless ``--overwrite`` allows deleting them.
-- a resumed run must use the saved ``train_config.yaml`` but for :data:`~.config.RESUMABLE_KEYS` (how long it
-  runs and what it logs, validates, samples and keeps); other differences are refused by key.
+- a resumed run must use the saved ``train_config.yaml`` but for :meth:`~.config.TrainConfig.resumable_keys` (how
+  long it runs and what it logs, validates, samples and keeps); other differences are refused by key.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from discodiff.data.cache import LATENT_STATS_FILE
 from discodiff.errors import ExistingWorkError, TrainingError
 from discodiff.outputs import check_output_dir
 
 from .checkpoint import CHECKPOINTS_DIR, checkpoint_step, list_checkpoints, require_complete, resolve_checkpoint
-from .config import RESUMABLE_KEYS, TrainConfig
+from .config import TrainConfig
 
 CONFIG_FILE = "train_config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
 LOGS_DIR = "logs"
 RUN_MARKERS = (CONFIG_FILE, CHECKPOINTS_DIR)  # what makes a folder a run directory
-RUN_ENTRIES = (CONFIG_FILE, LATENT_STATS_FILE, METRICS_FILE, CHECKPOINTS_DIR, SAMPLES_DIR, LOGS_DIR)  # what a run writes
+RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, CHECKPOINTS_DIR, SAMPLES_DIR, LOGS_DIR)  # what the loop writes (+ the task's run_files)
 
 
 @dataclass
@@ -66,9 +66,10 @@ class RunPlan:
 
 
 def plan_run(config: TrainConfig, resume: str | Path | None = None, overwrite: bool = False,
-             expected_bytes: int = 0) -> RunPlan:
+             expected_bytes: int = 0, run_files: Sequence[str] = ()) -> RunPlan:
     """Check ``config.output_dir`` for a run started (``resume`` None) or continued (``latest`` or a checkpoint
-    directory) as asked, with room for ``expected_bytes``; see the module docstring. Writes nothing."""
+    directory) as asked, with room for ``expected_bytes``; see the module docstring. ``run_files``: what the task
+    writes into the run directory besides :data:`RUN_ENTRIES` (removed with the earlier run). Writes nothing."""
     run_dir = Path(config.output_dir)
     checkpoints = run_dir / CHECKPOINTS_DIR
     present = [name for name in RUN_MARKERS if (run_dir / name).exists()]
@@ -79,7 +80,8 @@ def plan_run(config: TrainConfig, resume: str | Path | None = None, overwrite: b
     check_output_dir(run_dir, what="output_dir", marker=present[0] if present else CONFIG_FILE, reuse=True,
                      expected_bytes=expected_bytes)
     if resume is None:
-        return RunPlan(run_dir, remove=[run_dir / name for name in RUN_ENTRIES if (run_dir / name).exists()])
+        entries = (*RUN_ENTRIES, *run_files)
+        return RunPlan(run_dir, remove=[run_dir / name for name in entries if (run_dir / name).exists()])
 
     start = resolve_resume(resume, run_dir)
     remove = []
@@ -112,13 +114,13 @@ def resolve_resume(resume: str | Path, run_dir: Path) -> Path | None:
 
 
 def check_resumed_config(config: TrainConfig, run_dir: Path) -> None:
-    """Refuse ``config`` when it differs from the run's saved ``train_config.yaml`` in anything but :data:`RESUMABLE_KEYS`."""
+    """Refuse ``config`` when it differs from the run's saved ``train_config.yaml`` in anything but its resumable keys."""
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
         return
     differences = TrainConfig.from_yaml(saved).differences(config)
     if differences:
-        allowed = ", ".join(RESUMABLE_KEYS)
+        allowed = ", ".join(config.resumable_keys())
         raise TrainingError(f"--resume: this config differs from the run's {saved} in {'; '.join(differences)}; "
                             f"a resumed run may change only {allowed}: resume with the saved values, or train into "
                             "a new output_dir")

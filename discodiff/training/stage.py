@@ -1,4 +1,5 @@
-"""What one stage trains: its trainable modules (:class:`StageModel`) and its loss on a batch (:class:`StageObjective`).
+"""What one stage of the diffusion task trains (:mod:`.diffusion_task`): its trainable modules (:class:`StageModel`) and
+its loss on a batch (:class:`StageObjective`).
 
 The primary stage learns the normalised first ``d`` channels (codebook 0). The secondary stage learns
 the other ``(K−1)·d`` channels given the normalised ground-truth primary as a clean prefix. Both are
@@ -9,61 +10,20 @@ normalised vocal latents; each condition is dropped per sample, independently, f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from discodiff.build import build_pipeline
-from discodiff.codec import CodecNotFoundError
-from discodiff.conditioning import ConditionerNotFoundError, TextCondition
-from discodiff.config import DiscoDiffConfig
-from discodiff.errors import ConfigError, DataError
+from discodiff.conditioning import TextCondition
 from discodiff.diffusion import sample_timesteps, v_diffusion_loss
-from discodiff.guidance import condition_dropout
+from discodiff.errors import DataError
+from discodiff.guidance import Conditions, condition_dropout
 from discodiff.latents import LatentStats, merge_latents, split_latents
-from discodiff.pipeline import PIPELINE_FILE, DiscoDiffPipeline
+from discodiff.pipeline import DiscoDiffPipeline, unet_call
 
-from .config import ModelSection
+from .data import check_batch_keys
 
 BATCH_KEYS = ("latents", "vocal_latents", "frame_mask", "captions")
-
-
-def load_pipeline(model: ModelSection, seed: int) -> DiscoDiffPipeline:
-    """The pipeline a run starts from: ``model.init_from`` if set, else built from ``model.config`` with weights seeded by ``seed``.
-
-    A codec or text encoder that is neither local nor cached nor reachable is a :class:`ConfigError` that says how to
-    point the model config at a local copy.
-    """
-    if model.init_from:
-        check_init_from(model)
-        try:
-            return DiscoDiffPipeline.from_pretrained(model.init_from)
-        except (CodecNotFoundError, ConditionerNotFoundError) as err:
-            part = "codec" if isinstance(err, CodecNotFoundError) else "text encoder"
-            raise ConfigError(f"model.init_from={model.init_from}: its {part} could not be loaded (not a local directory, "
-                              f"not cached, hub unreachable); put the path of a local copy into "
-                              f"{Path(model.init_from) / PIPELINE_FILE} (sources.{part.replace(' ', '_')}.id)") from err
-    config = model_config(model)
-    try:
-        return build_pipeline(config, seed=seed)
-    except (CodecNotFoundError, ConditionerNotFoundError) as err:
-        key, value = ("codec.id", config.codec.id) if isinstance(err, CodecNotFoundError) else ("text_encoder.id", config.text_encoder.id)
-        raise ConfigError(f"the model's {key} '{value}' (model config {model.config}) could not be loaded (not a local "
-                          f"directory, not cached, hub unreachable); point it at a local copy with "
-                          f"model.overrides=[{key}=path/to/dir], or edit {key} in {model.config}") from err
-
-
-def model_config(model: ModelSection) -> DiscoDiffConfig:
-    """The model config of ``model`` with its overrides (a :class:`ConfigError` naming the file when it is wrong)."""
-    return DiscoDiffConfig.from_yaml(model.config, model.overrides)
-
-
-def check_init_from(model: ModelSection) -> None:
-    """``model.init_from`` is a model directory (holds ``pipeline.json``)."""
-    if not (Path(model.init_from) / PIPELINE_FILE).is_file():
-        raise ConfigError(f"model.init_from={model.init_from} is not a discodiff model directory (no {PIPELINE_FILE}); "
-                          "pass an exported model (train/export.py) or model.init_from=null to start from random weights")
 
 
 class StageModel(nn.Module):
@@ -85,6 +45,18 @@ class StageModel(nn.Module):
         """Frame counts that the U-Net processes without padding are multiples of this."""
         return 2 ** (len(self.unet.config.block_channels) - 1)
 
+    def enable_gradient_checkpointing(self) -> None:
+        self.unet.enable_gradient_checkpointing()
+
+    def conditions(self, text: TextCondition, vocal_features: torch.Tensor, frame_mask: torch.Tensor | None) -> Conditions:
+        """The U-Net's conditions in its context order (text, then this stage's vocal tokens when it has a vocal
+        encoder): the one place that assembles them, for the training forward and for samples. ``vocal_features
+        [B, K·d, L]`` normalised, ``frame_mask [B, L]`` bool."""
+        if self.vocal_encoder is None:
+            return Conditions([text.sequence], [text.mask], text.pooled)
+        tokens = self.vocal_encoder(vocal_features, frame_mask)
+        return Conditions([text.sequence, tokens.sequence], [text.mask, tokens.mask], text.pooled)
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -97,11 +69,9 @@ class StageModel(nn.Module):
     ) -> torch.Tensor:
         """v ``[B, C_out, L]`` for ``sample [B, C_in, L]``, ``timestep [B]``; ``vocal_features [B, K·d, L]`` normalised,
         ``frame_mask [B, L]`` and the ``*_dropped [B]`` masks bool (True = use the learned null)."""
-        contexts, masks, dropped = [text.sequence], [text.mask], [text_dropped]
-        if self.vocal_encoder is not None:
-            tokens = self.vocal_encoder(vocal_features, frame_mask)
-            contexts, masks, dropped = contexts + [tokens.sequence], masks + [tokens.mask], dropped + [vocal_dropped]
-        return self.unet(sample, timestep, contexts, masks, text.pooled, condition_dropped=dropped).sample
+        conditions = self.conditions(text, vocal_features, frame_mask)
+        dropped = [text_dropped, vocal_dropped][: len(conditions.contexts)]
+        return unet_call(self.unet)(sample, timestep, conditions, dropped)
 
 
 @dataclass
@@ -142,12 +112,16 @@ class StageObjective:
     ``t``, condition dropout and noise from the generator it is given."""
 
     def __init__(self, pipeline: DiscoDiffPipeline, stage: str, text_dropout: float, vocal_dropout: float, loss: str = "l1"):
-        self.stage, self.loss = stage, loss
+        self.pipeline, self.stage, self.loss = pipeline, stage, loss
         self.text_encoder = pipeline.text_encoder
-        self.latent_stats: LatentStats = pipeline.latent_stats
         self.codebook_dim = pipeline.codec.codebook_dim
         self.latent_channels = pipeline.codec.latent_channels
         self.text_dropout, self.vocal_dropout = text_dropout, vocal_dropout
+
+    @property
+    def latent_stats(self) -> LatentStats:
+        """The pipeline's statistics (the training data's, once the task has read them)."""
+        return self.pipeline.latent_stats
 
     @torch.no_grad()
     def prepare(self, batch: dict, device: torch.device) -> StageBatch:
@@ -188,9 +162,7 @@ class StageObjective:
         return loss, t
 
     def _check(self, batch: dict) -> None:
-        missing = [key for key in BATCH_KEYS if key not in batch]
-        if missing:
-            raise DataError(f"the batch lacks {missing}; datasets must yield {BATCH_KEYS} (see discodiff.training.data)")
+        check_batch_keys(batch, BATCH_KEYS, "the diffusion stage task")
         latents, vocal, mask = batch["latents"], batch["vocal_latents"], batch["frame_mask"]
         if latents.ndim != 3 or latents.shape[1] != self.latent_channels:
             raise DataError(f"batch latents must be [B, {self.latent_channels}, L] for this model's codec, "

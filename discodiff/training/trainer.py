@@ -1,13 +1,13 @@
-"""The Accelerate trainer for one stage of a :class:`~discodiff.pipeline.DiscoDiffPipeline`.
+"""The family-agnostic Accelerate training loop; what is trained comes from the model family's :class:`~.task.TrainingTask`.
 
 ``Trainer(config).train(resume="latest")`` runs under ``accelerate launch`` on one or many processes.
 A run directory holds everything needed to resume and to export::
 
     RUN/train_config.yaml          the resolved config
-    RUN/latent_stats.json          the data's latent statistics (exported with the weights)
+    RUN/<task run files>           what the task keeps for export (the diffusion task: latent_stats.json)
     RUN/metrics.jsonl              one line per optimiser step and per validation
     RUN/checkpoints/checkpoint-N/  accelerator.save_state + TrainingState (EMA, generators, counters, run id)
-    RUN/samples/step-N/            i.wav, i.png, captions.json (reference/: the true latents decoded)
+    RUN/samples/step-N/            i.wav, i.png, captions.json (reference/: what the batch itself sounds like)
     RUN/logs/<project_name>/       TensorBoard events (or W&B, with logging.log_with=wandb)
 
 Earlier work is protected (:mod:`.run`): a new run refuses a folder that holds a run unless told to
@@ -26,36 +26,29 @@ from accelerate.utils import (DataLoaderConfiguration, GradientAccumulationPlugi
                               broadcast_object_list, set_seed)
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
+from torch import nn
 from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
-from discodiff.data.cache import LATENT_STATS_FILE
-from discodiff.errors import ConfigError, DataError, TrainingError
-from discodiff.latents import LatentStats
-from discodiff.outputs import atomic_file
+from discodiff.errors import ConfigError, DataError
 
 from .checkpoint import CHECKPOINTS_DIR, checkpoint_path, remove_incomplete, save_checkpoint
 from .config import TrainConfig
-from .data import TrainingData, check_data
 from .logging import MetricsLog, log_samples, loss_by_time_bucket, write_samples
 from .run import CONFIG_FILE, LOGS_DIR, METRICS_FILE, SAMPLES_DIR, RunPlan, plan_run
-from .stage import StageModel, StageObjective, check_init_from, load_pipeline, model_config
 from .state import TrainingState, ema_weights, new_run_id
-from .validation import decode, generate_samples, validation_loss
+from .task import TrainingTask, task_class
 
 CHECKPOINT_COPIES = 4  # weights, two AdamW moments, EMA: the bytes of a checkpoint per parameter byte
 
 
 def check_run(config: TrainConfig, resume: str | Path | None = None, overwrite: bool = False) -> RunPlan:
-    """Every check of a run that needs no model: the model config, the data (:func:`~.data.check_data`) and the run
-    directory (:func:`~.run.plan_run`). Raises one-line errors; writes nothing. :meth:`Trainer.train` checks again."""
-    frame_multiple = None
-    if config.model.init_from:
-        check_init_from(config.model)
-    else:
-        frame_multiple = 2 ** (len(getattr(model_config(config.model), config.stage).block_channels) - 1)
-    check_data(config.data, frame_multiple)
-    return plan_run(config, resume, overwrite)
+    """Every check of a run that needs no model: the model and data (the task's :meth:`~.task.TrainingTask.check`)
+    and the run directory (:func:`~.run.plan_run`). Raises one-line errors; writes nothing. :meth:`Trainer.train`
+    checks again."""
+    task = task_class(config.model)
+    task.check(config)
+    return plan_run(config, resume, overwrite, run_files=task.run_files)
 
 
 def check_precision(mixed_precision: str, device: torch.device) -> None:
@@ -66,22 +59,22 @@ def check_precision(mixed_precision: str, device: torch.device) -> None:
 
 
 class Trainer:
-    """Trains ``config.stage`` of a pipeline: v-objective, AdamW with warmup + cosine decay, clipping, gradient
-    accumulation, mixed precision, EMA, validation, audio samples and atomic checkpoints.
+    """Trains the :class:`~.task.TrainingTask` of the model family ``config.model`` names: AdamW with warmup + cosine
+    decay, clipping, gradient accumulation, mixed precision, EMA, validation, audio samples and atomic checkpoints.
 
-    ``data`` defaults to :meth:`TrainingData.from_config`. The constructor seeds Python, NumPy and torch once
-    with ``accelerate.utils.set_seed(config.seed)`` — the only global seeding, for U-Net dropout and data-loader
-    workers; t, condition dropout and noise come from the checkpointed per-process generator of
-    :class:`TrainingState`.
+    The constructor seeds Python, NumPy and torch once with ``accelerate.utils.set_seed(config.seed)`` — the only
+    global seeding, for dropout and data-loader workers — and then builds the task, so its model is built from that
+    state; the task draws its own randomness (for the diffusion task t, condition dropout and noise) from the
+    checkpointed per-process generator of :class:`TrainingState`.
 
     Building the trainer writes nothing; :meth:`train` checks the run directory (see :mod:`.run`) first.
     """
 
-    def __init__(self, config: TrainConfig, data: TrainingData | None = None):
+    def __init__(self, config: TrainConfig):
         self.config = config
         self.run_dir = Path(config.output_dir)
-        if data is None:
-            check_data(config.data)
+        cls = task_class(config.model)
+        cls.check(config)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             gradient_accumulation_plugin=GradientAccumulationPlugin(
@@ -92,24 +85,19 @@ class Trainer:
         )
         check_precision(config.mixed_precision, self.accelerator.device)
         set_seed(config.seed)
-        self.pipeline = load_pipeline(config.model, config.seed)
-        stage_model = StageModel.from_pipeline(self.pipeline, config.stage)
-        if data is None:
-            data = TrainingData.from_config(config.data, config.validation.num_items, stage_model.length_multiple, config.seed,
-                                            self.pipeline.codec)
-        self.data = data
-        self.pipeline.latent_stats = self.data.latent_stats
+        self.task: TrainingTask = cls(config, config.task, config.seed)
+        self.data = self.task.training_data(config.data, config.validation.num_items)
+        module = self.task.module
         if config.gradient_checkpointing:
-            stage_model.unet.enable_gradient_checkpointing()
-        device = self.accelerator.device
-        self.pipeline.codec.to(device)
-        self.pipeline.text_encoder.to(device)
-        self.objective = StageObjective(self.pipeline, config.stage, config.objective.text_dropout,
-                                        config.objective.vocal_dropout, config.objective.loss)
+            if not hasattr(module, "enable_gradient_checkpointing"):
+                raise ConfigError(f"gradient_checkpointing=true: the {type(self.task).__name__} model does not support it; "
+                                  "set gradient_checkpointing=false")
+            module.enable_gradient_checkpointing()
+        self.task.to(self.accelerator.device)
 
-        optimizer = self._optimizer(stage_model)
+        optimizer = self._optimizer(module)
         self.model, self.optimizer, self.train_loader, self.validation_loader, self.lr_scheduler = self.accelerator.prepare(
-            stage_model.train(), optimizer, *self._dataloaders(), self._lr_schedule(optimizer))
+            module.train(), optimizer, *self._dataloaders(), self._lr_schedule(optimizer))
         if len(self.train_loader) == 0:
             raise DataError(f"the training set ({len(self.data.train)} items) is smaller than one batch "
                              f"({config.data.batch_size} per process × {self.accelerator.num_processes}); lower data.batch_size")
@@ -122,7 +110,7 @@ class Trainer:
 
     # --- setup ---------------------------------------------------------------------------------
 
-    def _optimizer(self, model: StageModel) -> torch.optim.Optimizer:
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         settings = self.config.optimizer
         return torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, betas=tuple(settings.betas),
                                  weight_decay=settings.weight_decay, eps=settings.eps)
@@ -156,17 +144,16 @@ class Trainer:
         """
         accelerator, config, state = self.accelerator, self.config, self.state
         checkpoints = self.run_dir / CHECKPOINTS_DIR
-        plan = plan_run(config, resume, overwrite, expected_bytes=self._checkpoint_bytes())
+        plan = plan_run(config, resume, overwrite, expected_bytes=self._checkpoint_bytes(), run_files=self.task.run_files)
         if plan.resume:
-            self._check_latent_stats()
+            self.task.check_resume(self.run_dir)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             for removed in plan.remove_earlier_work():
                 accelerator.print(f"removed {removed} (--overwrite)")
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.run_dir / CONFIG_FILE)
-            with atomic_file(self.run_dir / LATENT_STATS_FILE) as temporary:
-                self.data.latent_stats.save(temporary)
+            self.task.write_run_files(self.run_dir)
             for leftover in remove_incomplete(checkpoints):
                 accelerator.print(f"removed incomplete checkpoint {leftover}")
         accelerator.wait_for_everyone()
@@ -179,22 +166,25 @@ class Trainer:
             self.metrics.truncate_after(state.step)  # records a crashed run wrote after its last checkpoint
         accelerator.init_trackers(config.logging.project_name, config=tracker_config(config))
 
-        progress = tqdm(total=config.max_steps, initial=state.step, desc=f"train {config.stage}",
+        progress = tqdm(total=config.max_steps, initial=state.step, desc=f"train {self.task.name}",
                         disable=not (config.progress and accelerator.is_local_main_process))
         batches = self._batches()
         window_losses, window_times = [], []
         while state.step < config.max_steps:
             losses, t, grad_norm = self._micro_step(next(batches))
             window_losses.append(accelerator.gather(losses.detach()))
-            window_times.append(accelerator.gather(t))
+            if t is not None:
+                window_times.append(accelerator.gather(t))
             if not accelerator.sync_gradients:
                 continue
             state.ema.step(self.model.parameters())
             state.step += 1
-            losses, t = torch.cat(window_losses), torch.cat(window_times)
+            losses = torch.cat(window_losses)
+            buckets = loss_by_time_bucket(losses, torch.cat(window_times), config.logging.loss_buckets) \
+                if len(window_times) == len(window_losses) else {}
             window_losses, window_times = [], []
             metrics = {"train/loss": losses.mean().item(), "train/lr": self.lr_scheduler.get_last_lr()[0],
-                       "train/grad_norm": grad_norm.item(), **loss_by_time_bucket(losses, t, config.logging.loss_buckets)}
+                       "train/grad_norm": grad_norm.item(), **buckets}
             self._log(metrics)
             progress.update(1)
             progress.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}")
@@ -205,12 +195,13 @@ class Trainer:
         accelerator.end_training()
         return self.run_dir
 
-    def _micro_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _micro_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Forward and backward on one batch; on the last batch of an accumulation window also clip and step.
-        Returns the per-sample losses, their times and (on optimiser steps) the gradient norm before clipping."""
+        Returns the per-sample losses, their times (None when the task has none) and (on optimiser steps) the
+        gradient norm before clipping."""
         accelerator, grad_norm = self.accelerator, None
         with accelerator.accumulate(self.model):
-            losses, t = self.objective(self.model, self.objective.prepare(batch, accelerator.device), self.state.generator)
+            losses, t = self.task.loss(self.model, self.task.prepare(batch, accelerator.device), self.state.generator)
             accelerator.backward(losses.mean())
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), self.config.optimizer.max_grad_norm)
@@ -235,8 +226,9 @@ class Trainer:
         config, step = self.config, self.state.step
         if config.validation.every and step % config.validation.every == 0:
             with ema_weights(self.state.ema, self.model):
-                self._log(validation_loss(self.accelerator, self.model, self.objective, self.validation_loader,
-                                          config.validation.times, config.seed))
+                metrics = self.task.validation_metrics(self.accelerator, self.model, self.validation_loader, config.seed)
+            if metrics:
+                self._log(metrics)
         if config.samples.every and step % config.samples.every == 0:
             self._samples()
         if step % config.checkpoint.every == 0:
@@ -244,41 +236,26 @@ class Trainer:
                             self.state.run_id)
 
     def _samples(self) -> None:
-        """Generate audio with the EMA weights on the first validation items (every process; the main one writes)."""
-        settings, accelerator = self.config.samples, self.accelerator
-        collated = (self.data.collate_fn or default_collate)([self.data.validation[i] for i in range(settings.num_samples)])
-        batch = self.objective.prepare(collated, accelerator.device)
+        """The task's audio with the EMA weights on the first validation items (every process; the main one writes)."""
+        accelerator, step = self.accelerator, self.state.step
+        items = [self.data.validation[i] for i in range(self.config.samples.num_samples)]
+        batch = (self.data.collate_fn or default_collate)(items)
         with ema_weights(self.state.ema, self.model):
-            audios = generate_samples(self.model, self.pipeline, batch, settings.num_inference_steps,
-                                      settings.text_guidance, settings.vocal_guidance, self.config.seed)
-        if not accelerator.is_main_process:
+            samples = self.task.samples(accelerator, self.model, batch, step)
+        if samples is None or not accelerator.is_main_process:
             return
-        rate, step = self.pipeline.codec.sample_rate, self.state.step
         samples_dir = self.run_dir / SAMPLES_DIR
-        captions = list(collated["captions"])
         if not (samples_dir / "reference").is_dir():
-            write_samples(samples_dir / "reference", decode(self.pipeline, batch.latents), rate, captions)
-        write_samples(samples_dir / f"step-{step}", audios, rate, captions)
-        log_samples(accelerator, "samples", audios, rate, captions, step)
+            reference = self.task.reference(batch)
+            if reference is not None:
+                write_samples(samples_dir / "reference", reference.audios, reference.sample_rate, reference.captions)
+        write_samples(samples_dir / f"step-{step}", samples.audios, samples.sample_rate, samples.captions)
+        log_samples(accelerator, "samples", samples.audios, samples.sample_rate, samples.captions, step)
 
     def _checkpoint_bytes(self) -> int:
         """About the size of one checkpoint (weights, optimiser moments and EMA), for the free-space check."""
         model = self.accelerator.unwrap_model(self.model)
         return CHECKPOINT_COPIES * sum(p.numel() * p.element_size() for p in model.parameters())
-
-    def _check_latent_stats(self) -> None:
-        """A resumed run must train on data with the latent statistics it started with (they are exported with it)."""
-        path = self.run_dir / LATENT_STATS_FILE
-        if not path.is_file():
-            return
-        saved, ours = LatentStats.load(path), self.data.latent_stats
-        same = (saved.per, saved.codebook_dim, saved.fitted) == (ours.per, ours.codebook_dim, ours.fitted) and \
-            saved.mean.shape == ours.mean.shape and torch.equal(saved.mean.double(), ours.mean.double()) and \
-            torch.equal(saved.std.double(), ours.std.double())
-        if not same:
-            raise TrainingError(f"--resume: the data's latent statistics differ from the run's ({path}): data.data_dir "
-                                f"({self.config.data.data_dir}) was changed or re-prepared; resume on the data the run "
-                                "started with, or train into a new output_dir")
 
     def _log(self, metrics: dict[str, float]) -> None:
         self.accelerator.log(metrics, step=self.state.step)

@@ -1,25 +1,26 @@
-"""Validation during training: the v-loss at fixed diffusion times with fixed noise, and audio samples.
+"""Validation and audio samples of the diffusion stage task: the v-loss at fixed diffusion times with fixed noise,
+and samples through the family's one guided denoiser (:func:`~discodiff.diffusion.conditioned_denoiser`).
 
-Both run the prepared stage model on every process (so they also work when it is sharded) and draw
-their randomness from fresh generators seeded by the run seed: the same validation noise at every
-evaluation, and no effect on the training generators.
+Both run on every process (so they also work when the model is sharded) and draw their randomness from
+fresh generators seeded by the run seed: the same validation noise at every evaluation, and no effect on the
+training generators.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from accelerate import Accelerator
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.utils.data import DataLoader
 
-from discodiff.conditioning import TextCondition
-from discodiff.diffusion import guided_denoiser, sample
-from discodiff.guidance import repeat_batch
-from discodiff.pipeline import DiscoDiffPipeline
+from discodiff.diffusion import conditioned_denoiser, sample
+from discodiff.pipeline import DiscoDiffPipeline, unet_call
 
-from .stage import StageBatch, StageObjective
+from .stage import StageBatch, StageModel, StageObjective
 from .state import process_seed
 
 
@@ -41,29 +42,31 @@ def validation_loss(accelerator: Accelerator, model: nn.Module, objective: Stage
 
 
 @torch.no_grad()
-def generate_samples(model: nn.Module, pipeline: DiscoDiffPipeline, batch: StageBatch, num_inference_steps: int,
-                     text_guidance: float, vocal_guidance: float, seed: int) -> torch.Tensor:
+def generate_samples(model: StageModel, pipeline: DiscoDiffPipeline, batch: StageBatch, num_inference_steps: int,
+                     text_guidance: float, vocal_guidance: float, seed: int,
+                     autocast: Callable[[], AbstractContextManager] = nullcontext) -> torch.Tensor:
     """Audio ``[B, 1, T]`` with this stage generated and the other stage's latents taken from ``batch``
     (the primary is heard over the true detail; the secondary is generated over the true primary).
 
-    Sample ``i`` draws from a generator seeded ``seed + i``. Guidance is batched as in the pipeline.
+    ``model`` is the unwrapped :class:`StageModel` (``accelerator.unwrap_model``). Its conditions (text and this
+    stage's vocal tokens) are built once and guided as in the pipeline; sample ``i`` draws from a generator seeded
+    ``seed + i``. The networks run within ``autocast()`` (``accelerator.autocast``: the run's mixed precision), the
+    sampler and the decoder in float32.
     """
-    size = batch.batch_size
+    if isinstance(model, FSDPModule):
+        model.unshard()  # the root's own parameters (vocal encoder, U-Net stem); the levels unshard themselves
+    with autocast():
+        conditions = model.conditions(batch.text, batch.vocal_features, batch.frame_mask)
+    scales = [text_guidance, vocal_guidance] if model.vocal_encoder is not None else [text_guidance]
+    guided = conditioned_denoiser(unet_call(model.unet), conditions, scales, batch.clean_prefix)
 
-    def guided_model(x: torch.Tensor, t: torch.Tensor, dropped: Sequence[torch.Tensor]) -> torch.Tensor:
-        copies = x.shape[0] // size
-        if batch.clean_prefix is not None:
-            x = torch.cat([repeat_batch(batch.clean_prefix, copies), x], dim=1)
-        text = TextCondition(*(repeat_batch(v, copies) for v in (batch.text.sequence, batch.text.mask, batch.text.pooled)))
-        none_dropped = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        text_dropped, vocal_dropped = (list(dropped) + [none_dropped, none_dropped])[:2]
-        return model(x, t, text, repeat_batch(batch.vocal_features, copies), repeat_batch(batch.frame_mask, copies),
-                     text_dropped, vocal_dropped)
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            return guided(x, t).float()
 
-    scales = [text_guidance, vocal_guidance] if pipeline.has_vocal_encoder else [text_guidance]
-    generators = [torch.Generator().manual_seed(seed + i) for i in range(size)]
-    generated = sample(guided_denoiser(guided_model, scales), batch.target.shape, pipeline.scheduler, num_inference_steps,
-                       generators, batch.latents.device, progress=False)
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(batch.batch_size)]
+    generated = sample(denoise, batch.target.shape, pipeline.scheduler, num_inference_steps, generators,
+                       batch.latents.device, progress=False)
     return decode(pipeline, batch.replace_target(generated))
 
 
