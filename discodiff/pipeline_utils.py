@@ -40,7 +40,9 @@ class Family:
     """A model family: ``config`` (a dataclass with ``from_yaml(path, overrides)``), ``build`` (``(config, seed) →
     pipeline``), ``pipeline`` (the class with ``from_pretrained``), ``task`` (its training task class, or None), as
     ``module:attribute`` paths. ``sample_options`` / ``load_options`` name the keyword arguments its pipeline's
-    call and ``from_pretrained`` accept beyond the shared ones, so front ends can refuse the others."""
+    call and ``from_pretrained`` accept beyond the shared ones, so front ends can refuse the others.
+    ``generates`` is False for a family whose models do not make music from prompts (a codec): front ends
+    refuse to sample from it."""
 
     name: str
     config: str
@@ -49,6 +51,7 @@ class Family:
     task: str | None = None
     sample_options: tuple[str, ...] = ()
     load_options: tuple[str, ...] = ()
+    generates: bool = True
 
     def config_class(self) -> type:
         return import_path(self.config, f"the config of family '{self.name}'")
@@ -63,6 +66,12 @@ class Family:
         if self.task is None:
             raise ConfigError(f"family '{self.name}' has no training task")
         return import_path(self.task, f"the training task of family '{self.name}'")
+
+    def check_generates(self, what: str) -> None:
+        """Refuse, naming ``what``, to sample from a family that does not generate music."""
+        if not self.generates:
+            raise ConfigError(f"{what} is a '{self.name}' model, which does not generate music from prompts; "
+                              "sample from a generative model (e.g. one from `discodiff new-model` or training export)")
 
     def check_options(self, options: dict[str, Any], kind: str = "sample", labels: dict[str, str] | None = None) -> None:
         """Refuse options (given, i.e. not None) that this family's pipeline does not take, naming them as the user

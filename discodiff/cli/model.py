@@ -108,6 +108,7 @@ def sample(
     for name in outs + mixes:
         check_output_file(name, AUDIO_OUTPUT_SUFFIXES, what="--mix" if name in mixes else "--out", inputs=inputs)
     family = directory_family(model)
+    family.check_generates(f"--model {model}")
     family_options = {"num_inference_steps": steps, "text_guidance": text_guidance, "vocal_guidance": vocal_guidance,
                       "scheduler": scheduler}
     family.check_options(family_options, labels={"num_inference_steps": "--steps"})
