@@ -41,7 +41,7 @@ def test_render_prepare_train_export_sample(tmp_path):
 
     for stage in ("primary", "secondary"):
         run_dir = tmp_path / f"run-{stage}"
-        run(["train/train.py", "--config", "configs/train/tiny.yaml", f"stage={stage}", f"output_dir={run_dir}",
+        run(["train/train.py", "--config", "configs/train/tiny.yaml", f"task.stage={stage}", f"output_dir={run_dir}",
              f"data.data_dir={cache}", f"max_steps={STEPS}", "data.batch_size=4", "data.crop_frames=64",
              "logging.log_with=none", "samples.every=0", "validation.every=50", "validation.num_items=2",
              "checkpoint.every=50", "progress=false"])
