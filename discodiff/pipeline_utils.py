@@ -32,7 +32,7 @@ from .errors import ConfigError, ModelDirectoryError
 PIPELINE_FILE = "pipeline.json"
 FAMILY_KEY = "family"
 DEFAULT_FAMILY = "discodiff"
-BUILTIN_FAMILIES = {"discodiff": "discodiff.build:FAMILY"}
+BUILTIN_FAMILIES = {"discodiff": "discodiff.build:FAMILY", "codec": "discodiff.codec.family:FAMILY"}
 
 
 @dataclass(frozen=True)

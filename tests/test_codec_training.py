@@ -1,0 +1,382 @@
+"""The codec family: DAC trained with DAC's recipe (discodiff.training.codec_task) on rendered-like stems.
+
+Runs use the tiny codec (configs/codec/tiny.yaml) on a tiny rendered tree written here: nested track folders with
+short synthetic stems and metadata.json naming real Bach pieces of both splits. Subprocess runs read it through
+:class:`CrashingStemClips` (``test_codec_training:CrashingStemClips``, this folder on ``PYTHONPATH``), which exits
+hard once a given checkpoint exists — a crash at a known step, without a race. This file is also the script each
+rank of the DDP test runs (``__main__`` at the bottom).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from discodiff.training.codec_data import StemClips
+from test_training import REPO, TRAIN_SCRIPT, free_port, subprocess_env, tensor_digest, train_losses
+
+pytest.importorskip("dac")
+
+CODEC_TINY = REPO / "configs" / "codec" / "tiny.yaml"
+TRAIN_CONFIG = REPO / "configs" / "train" / "codec_tiny.yaml"
+EXPORT_SCRIPT = REPO / "train" / "export.py"
+SAMPLE_RATE = 44100
+CRASH_AFTER, CRASH_STATUS = "CODEC_TEST_CRASH_AFTER", 3  # environment: exit hard once this directory exists
+runner = CliRunner()
+
+
+class CrashingStemClips(StemClips):
+    """:class:`StemClips` that exits the process (no cleanup, like kill -9) on the first item read once the directory
+    in ``$CODEC_TEST_CRASH_AFTER`` exists."""
+
+    def __getitem__(self, index: int) -> dict:
+        marker = os.environ.get(CRASH_AFTER)
+        if marker and Path(marker).is_dir():
+            os._exit(CRASH_STATUS)
+        return super().__getitem__(index)
+
+
+def pieces(split: str, count: int) -> list[str]:
+    recorded = json.loads((REPO / "discodiff" / "corpus" / "bach_split.json").read_text())["split"]
+    return sorted(piece for piece, value in recorded.items() if value == split)[:count]
+
+
+def write_track(folder: Path, piece: str | None, seed: int, seconds: float = 0.5) -> Path:
+    """A rendered-like track folder: float32 mono stems at 44.1 kHz (a vocal that starts after a rest, a chord) and
+    metadata.json naming ``piece`` (none when ``piece`` is None)."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    rng = np.random.default_rng(seed)
+    vocals = 0.3 * np.sin(2 * np.pi * (330 + 20 * seed) * t) * (t > 0.1)
+    accompaniment = sum(0.15 * np.sin(2 * np.pi * f * (1 + 0.05 * seed) * t) for f in (110.0, 164.8, 220.0))
+    accompaniment = accompaniment + 0.01 * rng.standard_normal(t.size)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, audio in (("vocals", vocals), ("accompaniment", accompaniment), ("mixture", vocals + accompaniment)):
+        sf.write(str(folder / f"{name}.wav"), audio.astype(np.float32), SAMPLE_RATE, subtype="FLOAT")
+    if piece is not None:
+        metadata = {"track_id": folder.name, "piece": piece, "seed": seed, "sample_rate": SAMPLE_RATE}
+        (folder / "metadata.json").write_text(json.dumps(metadata))
+    return folder
+
+
+def write_rendered_tree(root: Path) -> Path:
+    """``seed0/`` with three train-split and two validation-split tracks, ``seed1/`` with one of each."""
+    train, validation = pieces("train", 4), pieces("validation", 3)
+    for i, piece in enumerate(train[:3]):
+        write_track(root / "seed0" / piece.replace("/", "-"), piece, seed=i)
+    for i, piece in enumerate(validation[:2]):
+        write_track(root / "seed0" / piece.replace("/", "-"), piece, seed=10 + i)
+    write_track(root / "seed1" / train[3].replace("/", "-"), train[3], seed=20)
+    write_track(root / "seed1" / validation[2].replace("/", "-"), validation[2], seed=21)
+    return root
+
+
+def split_of_track(root: Path, track_id: str) -> str:
+    from discodiff.corpus.splits import split_of
+
+    return split_of(json.loads((root / track_id / "metadata.json").read_text())["piece"])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_rendered_tree(tmp_path_factory.mktemp("rendered"))
+
+
+# --- losses and the model --------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:stft_data changed shape")
+def test_per_sample_losses_average_to_the_stock_losses():
+    """The per-sample mel and waveform losses' batch means equal dac's stock losses (reduction over the batch)."""
+    from audiotools import AudioSignal
+    from dac.nn.loss import L1Loss
+
+    from discodiff.training.codec_task import MelLossSection, PerSampleL1, mel_loss
+
+    generator = torch.Generator().manual_seed(0)
+    x = 0.3 * torch.randn(3, 1, 4096, generator=generator)
+    y = x + 0.1 * torch.randn(3, 1, 4096, generator=generator)
+    settings = MelLossSection()
+
+    def signals():
+        return AudioSignal(x.clone(), SAMPLE_RATE), AudioSignal(y.clone(), SAMPLE_RATE)
+
+    per_sample = mel_loss(settings, PerSampleL1())(*signals())
+    stock = mel_loss(settings)(*signals())
+    assert per_sample.shape == (3,) and per_sample.min() > 0
+    torch.testing.assert_close(per_sample.mean(), stock, rtol=1e-5, atol=0)
+    assert len({round(v, 4) for v in per_sample.tolist()}) == 3, "each sample its own value"
+    torch.testing.assert_close(PerSampleL1()(*signals()).mean(), L1Loss()(*signals()), rtol=1e-6, atol=0)
+    first = mel_loss(settings, PerSampleL1())(AudioSignal(x[:1].clone(), SAMPLE_RATE), AudioSignal(y[:1].clone(), SAMPLE_RATE))
+    torch.testing.assert_close(first, per_sample[:1], rtol=1e-5, atol=0)
+
+
+def test_autoencoder_is_the_dac_model_with_per_sample_vq_losses():
+    """With every codebook the trained forward is DacModel's (audio, codes); without dropout its VQ losses average to
+    transformers' loss; quantizer dropout masks the codebooks a sample does not use."""
+    from discodiff.codec.family import CodecModelConfig, build_codec
+    from discodiff.training.codec_task import CodecAutoencoder
+
+    model = build_codec(CodecModelConfig.from_yaml(CODEC_TINY, ["quantizer_dropout=0.0"]), seed=0).model
+    autoencoder = CodecAutoencoder(model)
+    audio = 0.3 * torch.randn(3, 1, 4096, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = autoencoder(audio)
+        model.train()  # quantizer_dropout 0: transformers' train mode uses every codebook, and reports its VQ loss
+        theirs = model(audio)
+    torch.testing.assert_close(ours.audio[:, 0], theirs.audio_values, rtol=0, atol=1e-6)
+    assert torch.equal(ours.codes, theirs.audio_codes)
+    torch.testing.assert_close((0.25 * ours.commitment + ours.codebook).mean(), theirs.loss.mean(), rtol=1e-5, atol=0)
+
+    with torch.no_grad():
+        one = autoencoder(audio, torch.tensor([1, 4, 2]))
+    single = [autoencoder(audio[i : i + 1], torch.tensor([k])) for i, k in enumerate((1, 4, 2))]
+    for i, part in enumerate(single):
+        torch.testing.assert_close(one.commitment[i : i + 1], part.commitment, rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(one.audio[i : i + 1], part.audio, rtol=1e-4, atol=1e-6)
+    assert one.commitment[0] < ours.commitment[0] and torch.equal(one.commitment[1], ours.commitment[1])
+
+
+def test_weight_norm_is_folded_into_the_saved_codec(tmp_path):
+    """Training reparametrises the weights (DAC's weight norm); the saved codec has plain weights that compute the same."""
+    from discodiff.codec import DacCodec
+    from discodiff.codec.family import CodecModelConfig, CodecPipeline, build_codec
+    from discodiff.training.codec_task import CodecAutoencoder
+
+    pipeline = build_codec(CodecModelConfig.from_yaml(CODEC_TINY), seed=3)
+    pipeline.model.apply_weight_norm()
+    audio = 0.3 * torch.randn(2, 1, 4096, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        trained = CodecAutoencoder(pipeline.model)(audio).audio
+    CodecPipeline(pipeline.model, pipeline.config).save_pretrained(tmp_path / "codec")
+    codec = DacCodec.from_pretrained(tmp_path / "codec")
+    assert not any("parametrizations" in name for name in codec.model.state_dict())
+    decoded = codec.decode_codes(codec.encode_codes(audio, progress=False), progress=False)
+    torch.testing.assert_close(decoded, trained, rtol=0, atol=1e-5)
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+
+def test_training_clips_come_only_from_train_split_tracks(data_dir):
+    train = StemClips(data_dir, clip_samples=4096, split="train", sample_rate=SAMPLE_RATE, seed=0)
+    validation = StemClips(data_dir, clip_samples=4096, split="validation", sample_rate=SAMPLE_RATE, seed=0)
+    assert len(train.track_ids) == 4 and len(validation.track_ids) == 3
+    assert {t.split("/")[0] for t in train.track_ids} == {"seed0", "seed1"}, "nested folders are scanned"
+    assert len(train) == 4 * 3 and len(validation) == 3 * 3  # every stem of every track is an item source
+    seen = set()
+    for epoch in range(3):
+        train.set_epoch(epoch)
+        for index in range(len(train)):
+            item = train[index]
+            assert item["audio"].shape == (1, 4096) and item["audio"].dtype == torch.float32
+            seen.add(item["track_ids"])
+    assert seen == set(train.track_ids) and {split_of_track(data_dir, t) for t in seen} == {"train"}
+    assert {split_of_track(data_dir, t) for t in validation.track_ids} == {"validation"}
+
+    again = StemClips(data_dir, clip_samples=4096, split="train", sample_rate=SAMPLE_RATE, seed=0)
+    again.set_epoch(2)
+    assert all(torch.equal(again[i]["audio"], train[i]["audio"]) for i in range(len(train))), "a function of (seed, epoch, index)"
+    train.set_epoch(0)
+    assert any(not torch.equal(again[i]["audio"], train[i]["audio"]) for i in range(len(train))), "epochs draw new crops"
+
+    first = [validation[i] for i in range(3)]
+    assert len({item["track_ids"] for item in first}) == 3, "the first validation items are different tracks"
+    assert [item["captions"].split(":")[0] for item in first] == ["vocals", "accompaniment", "mixture"]
+    validation.set_epoch(5)
+    assert all(torch.equal(validation[i]["audio"], item["audio"]) for i, item in enumerate(first)), "fixed crops"
+
+
+def test_held_out_composers_and_unrendered_tracks_are_refused(data_dir, tmp_path):
+    from discodiff.errors import DataError
+    from discodiff.training.codec_data import scan_tracks
+
+    mixed = write_rendered_tree(tmp_path / "mixed")
+    write_track(mixed / "seed0" / "mozart-k331", "mozart/k331", seed=30)
+    with pytest.raises(DataError, match=r"seed0/mozart-k331: mozart/k331: not a Bach piece; other composers are held out"):
+        StemClips(mixed, clip_samples=4096, split="train", sample_rate=SAMPLE_RATE)
+    bare = write_rendered_tree(tmp_path / "bare")
+    write_track(bare / "seed1" / "untitled", None, seed=31)
+    with pytest.raises(DataError, match=r"seed1/untitled: no metadata.json"):
+        scan_tracks(bare)
+    write_track(tmp_path / "other_rate" / "x", pieces("train", 1)[0], seed=1, seconds=0.2)
+    data, _ = sf.read(str(tmp_path / "other_rate" / "x" / "vocals.wav"))
+    sf.write(str(tmp_path / "other_rate" / "x" / "vocals.wav"), data, 22050, subtype="FLOAT")
+    with pytest.raises(DataError, match=r"vocals.wav: 22050 Hz, but the codec runs at 44100 Hz"):
+        StemClips(tmp_path / "other_rate", clip_samples=4096, split="train", sample_rate=SAMPLE_RATE)
+    with pytest.raises(DataError, match=r"no rendered tracks of the Bach validation split"):
+        StemClips(tmp_path / "other_rate", clip_samples=4096, split="validation", sample_rate=SAMPLE_RATE)
+
+
+# --- the task section -------------------------------------------------------------------------------
+
+
+def test_task_config_refuses_gan_short_clips_and_a_missing_dac(data_dir, monkeypatch):
+    from discodiff.errors import ConfigError, MissingExtraError
+    from discodiff.training import TrainConfig
+    from discodiff.training.codec_task import CodecTask, CodecTaskConfig
+
+    config = TrainConfig.from_yaml(TRAIN_CONFIG, [f"data.data_dir={data_dir}"])
+    assert isinstance(config.task, CodecTaskConfig) and config.task.weights.mel == 15.0
+    assert config.optimizer.betas == [0.8, 0.99] and config.optimizer.learning_rate == 1e-4
+    with pytest.raises(ConfigError, match=r"task.gan=true is not supported: .*one optimiser"):
+        TrainConfig.from_yaml(TRAIN_CONFIG, ["task.gan=true"])
+    with pytest.raises(ConfigError, match=r"task.clip_seconds=0.01: shorter than one codec frame \(512 samples"):
+        CodecTask.check(TrainConfig.from_yaml(TRAIN_CONFIG, [f"data.data_dir={data_dir}", "task.clip_seconds=0.01"]))
+    monkeypatch.setitem(sys.modules, "dac", None)
+    monkeypatch.setitem(sys.modules, "dac.nn", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'discodiff\[dac\]' \(on CPU-only torch: bash scripts/install.sh --descript\)"):
+        CodecTask.check(config)
+
+
+def test_resume_refuses_changed_tracks(tmp_path):
+    from discodiff.errors import TrainingError
+    from discodiff.training import TrainConfig
+    from discodiff.training.codec_task import DATA_FILE, CodecTask
+
+    root = write_rendered_tree(tmp_path / "data")
+    config = TrainConfig.from_yaml(TRAIN_CONFIG, [f"data.data_dir={root}"])
+    task = CodecTask(config, config.task, 0)
+    data = task.training_data(config.data, config.validation.num_items)
+    assert len(data.validation) == 4 and len(data.train) == 12
+    task.write_run_files(tmp_path)
+    assert json.loads((tmp_path / DATA_FILE).read_text())["clip_samples"] == 4096
+    task.check_resume(tmp_path)
+    write_track(root / "seed2" / "late", pieces("train", 5)[4], seed=40)
+    task.training_data(config.data, config.validation.num_items)
+    with pytest.raises(TrainingError, match=r"--resume: the train tracks differ .*1 added, 0 removed \(e.g. seed2/late\)"):
+        task.check_resume(tmp_path)
+
+
+# --- through train/train.py, train/export.py and the CLI -------------------------------------------------
+
+
+def train(run_dir: Path, data_dir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    overrides = [f"output_dir={run_dir}", f"data.data_dir={data_dir}", "max_steps=4", "progress=false",
+                 "data.dataset=test_codec_training:CrashingStemClips", "logging.log_with=none", "validation.every=2",
+                 "samples.every=4", "checkpoint.every=2", "optimizer.learning_rate=1e-3"]
+    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), "--config", str(TRAIN_CONFIG), *overrides, *args],
+                          env={**subprocess_env(), **(env or {})}, capture_output=True, text=True, timeout=600)
+
+
+def validation_records(run_dir: Path) -> dict[int, dict]:
+    records = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    return {r["step"]: r for r in records if "val/loss" in r}
+
+
+def test_codec_trains_resumes_exports_loads_and_reconstructs(data_dir, tmp_path):
+    """train/train.py: a run that crashes after its step-2 checkpoint and is resumed equals an uninterrupted one
+    (losses, validation metrics, weights); the codebook metrics are logged; train/export.py writes a codec directory
+    that DacCodec.from_pretrained and discodiff.load_pipeline load, `discodiff reconstruct --codec` uses, and
+    `discodiff sample` refuses in one line."""
+    from safetensors.torch import load_file
+
+    import discodiff
+    from discodiff.cli import app
+    from discodiff.codec import DacCodec
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    result = train(whole, data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = train(split, data_dir, env={CRASH_AFTER: str(split / "checkpoints" / "checkpoint-2")})
+    assert result.returncode == CRASH_STATUS and sorted(train_losses(split)) == [1, 2], result.stderr[-3000:]
+    result = train(split, data_dir, "--resume", "latest")
+    assert result.returncode == 0 and "resumed from" in result.stdout + result.stderr, result.stderr[-3000:]
+
+    assert train_losses(split) == train_losses(whole) and sorted(train_losses(whole)) == [1, 2, 3, 4]
+    assert validation_records(split) == validation_records(whole) and sorted(validation_records(whole)) == [2, 4]
+    final = [load_file(run / "checkpoints" / "checkpoint-4" / "model.safetensors") for run in (whole, split)]
+    assert final[0].keys() == final[1].keys() and all(torch.equal(final[0][k], final[1][k]) for k in final[0])
+    record = validation_records(whole)[4]
+    for key in ("val/mel", "val/sisdr_db", "val/commitment", "val/codebook", "val/encoder_variance",
+                "val/encoder_time_variance", "val/codebook/perplexity_0", "val/codebook/used_3",
+                "val/codebook/perplexity_min", "val/codebook/used_min"):
+        assert key in record and np.isfinite(record[key]), key
+    assert 1.0 <= record["val/codebook/perplexity_0"] <= 64 and 0 < record["val/codebook/used_0"] <= 1
+    assert record["val/encoder_variance"] > 0
+    assert sf.info(str(whole / "samples" / "step-4" / "0.wav")).frames == 4096
+    assert (whole / "samples" / "reference" / "1.wav").is_file() and (whole / "codec_data.json").is_file()
+
+    exported = tmp_path / "codec"
+    result = subprocess.run([sys.executable, str(EXPORT_SCRIPT), str(whole), str(exported)], env=subprocess_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((exported / "pipeline.json").read_text())["family"] == "codec"
+    codec = DacCodec.from_pretrained(exported)
+    loaded = discodiff.load_pipeline(exported)
+    assert isinstance(loaded, DacCodec) and loaded.fingerprint() == codec.fingerprint()
+    assert (codec.sample_rate, codec.hop_length, codec.n_codebooks, codec.codebook_dim) == (SAMPLE_RATE, 512, 4, 4)
+
+    out = tmp_path / "refused.wav"
+    result = runner.invoke(app, ["sample", "--model", str(exported), "--prompt", "x", "--out", str(out)])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "'codec' model" in errors[0], result.output
+    assert not out.exists()
+
+    take = data_dir / "seed0" / pieces("train", 1)[0].replace("/", "-") / "mixture.wav"
+    result = runner.invoke(app, ["reconstruct", str(take), str(tmp_path / "recon.wav"), "--codec", str(exported), "--quiet"])
+    assert result.exit_code == 0, result.output
+    recon, rate = sf.read(str(tmp_path / "recon.wav"))
+    assert rate == SAMPLE_RATE and recon.shape == (sf.info(str(take)).frames,) and np.isfinite(recon).all()
+
+
+def test_new_model_builds_a_codec_directory(tmp_path):
+    import discodiff
+    from discodiff.cli import app
+    from discodiff.codec import DacCodec
+
+    result = runner.invoke(app, ["new-model", str(tmp_path / "a"), "--config", str(CODEC_TINY)])
+    assert result.exit_code == 0 and "untrained codec model" in result.output, result.output
+    assert json.loads((tmp_path / "a" / "pipeline.json").read_text())["family"] == "codec"
+    codec = discodiff.load_pipeline(tmp_path / "a")
+    assert isinstance(codec, DacCodec) and codec.n_codebooks == 4 and codec.spec.codebook_size == 64
+    result = runner.invoke(app, ["new-model", str(tmp_path / "b"), "--config", str(CODEC_TINY), "--set", "n_codebooks=2"])
+    assert result.exit_code == 0, result.output
+    assert DacCodec.from_pretrained(tmp_path / "b").n_codebooks == 2
+    again = runner.invoke(app, ["new-model", str(tmp_path / "c"), "--config", str(CODEC_TINY)])
+    assert again.exit_code == 0 and DacCodec.from_pretrained(tmp_path / "c").fingerprint() == codec.fingerprint(), "seeded"
+    bad = runner.invoke(app, ["new-model", str(tmp_path / "d"), "--config", str(CODEC_TINY), "--set", "upsampling_ratios=[2,4,8,8]"])
+    assert bad.exit_code == 1 and "must be downsampling_ratios reversed" in bad.output and not (tmp_path / "d").exists()
+
+
+def test_two_process_ddp_on_cpu_ends_with_identical_weights(data_dir, tmp_path):
+    """``accelerate launch`` (2 processes, gloo): the codec's forward goes through the DDP wrapper, so both ranks end
+    with the same weights and EMA, and validation gathers every rank's clips."""
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/cpu_ddp.yaml"),
+               "--main_process_port", str(free_port()), str(Path(__file__).resolve()), f"output_dir={run_dir}",
+               f"data.data_dir={data_dir}", "max_steps=2", "progress=false", "logging.log_with=none", "validation.every=2",
+               "validation.batch_size=2", "samples.every=2", "checkpoint.every=2", "optimizer.learning_rate=1e-3"]
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((run_dir / f"rank-{i}.json").read_text()) for i in range(2)]
+    assert [r["num_processes"] for r in ranks] == [2, 2]
+    assert ranks[0]["weights"] == ranks[1]["weights"] and ranks[0]["ema"] == ranks[1]["ema"]
+    assert ranks[0]["weights"] != ranks[0]["initial_weights"]
+    assert sorted(validation_records(run_dir)) == [2] and (run_dir / "samples" / "step-2" / "1.wav").is_file()
+
+
+def ddp_rank_main(args: list[str]) -> None:
+    """One DDP rank: train the tiny codec, then write this rank's weight digests to ``output_dir/rank-<i>.json``."""
+    from discodiff.training import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig.from_yaml(TRAIN_CONFIG, args))
+    initial = tensor_digest(trainer.model.parameters())
+    run_dir = trainer.train()
+    accelerator = trainer.accelerator
+    report = {"num_processes": accelerator.num_processes, "initial_weights": initial,
+              "weights": tensor_digest(accelerator.unwrap_model(trainer.model).parameters()),
+              "ema": tensor_digest(trainer.state.ema.shadow_params)}
+    (run_dir / f"rank-{accelerator.process_index}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    ddp_rank_main(sys.argv[1:])
