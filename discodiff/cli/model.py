@@ -40,7 +40,8 @@ def new_model(
     with library_progress(False):
         pipeline.save_pretrained(out_dir)
     described = ", ".join(f"{name} {count / 1e6:.2f}M" for name, count in sizes.items())
-    typer.echo(f"wrote untrained {family.name} model to {out_dir} ({described} parameters); its samples are noise until trained")
+    outcome = "its samples are noise until trained" if family.generates else "it is random until trained"
+    typer.echo(f"wrote untrained {family.name} model to {out_dir} ({described} parameters); {outcome}")
 
 
 def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
