@@ -145,6 +145,36 @@ def test_autoencoder_is_the_dac_model_with_per_sample_vq_losses():
     assert one.commitment[0] < ours.commitment[0] and torch.equal(one.commitment[1], ours.commitment[1])
 
 
+def test_dead_codes_are_restarted_from_the_batch_deterministically():
+    """Entries whose usage average falls below the threshold are replaced by projected latents of the batch at a due
+    step (drawn with the generator, so the same seed gives the same codebook); used entries and eval mode are untouched."""
+    from discodiff.codec.family import CodecModelConfig, build_codec
+    from discodiff.training.codec_task import CodecAutoencoder, DeadCodeSection
+
+    def run(seed: int):
+        model = build_codec(CodecModelConfig.from_yaml(CODEC_TINY, ["quantizer_dropout=0.0"]), seed=0).model
+        autoencoder = CodecAutoencoder(model, DeadCodeSection(restart_every=1, decay=0.5, threshold=0.25))
+        autoencoder.code_usage[0, :3] = 0.0                       # three dead entries in codebook 0
+        before = model.quantizer.quantizers[0].codebook.weight.detach().clone()
+        audio = 0.3 * torch.randn(2, 1, 4096, generator=torch.Generator().manual_seed(1))
+        autoencoder.eval()
+        autoencoder(audio, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(model.quantizer.quantizers[0].codebook.weight, before)   # eval: no restarts
+        autoencoder.train()
+        out = autoencoder(audio, generator=torch.Generator().manual_seed(seed))
+        out.audio.sum().backward()                                 # restarted before use: autograd is consistent
+        after = model.quantizer.quantizers[0].codebook.weight.detach()
+        return before, after, autoencoder
+
+    before, after, autoencoder = run(seed=0)
+    changed = (after != before).any(dim=1)
+    assert changed[:3].all() and autoencoder.restarted_codes >= 3
+    z = autoencoder.dac.encoder(0.3 * torch.randn(2, 1, 4096, generator=torch.Generator().manual_seed(1)))
+    latents = autoencoder.dac.quantizer.quantizers[0].in_proj(z).detach().transpose(1, 2).reshape(-1, after.shape[1])
+    assert all(torch.isclose(latents, row, atol=1e-5).all(dim=1).any() for row in after[:3])  # rows are batch latents
+    assert torch.equal(run(seed=0)[1], after) and not torch.equal(run(seed=1)[1][:3], after[:3])
+
+
 def test_weight_norm_is_folded_into_the_saved_codec(tmp_path):
     """Training reparametrises the weights (DAC's weight norm); the saved codec has plain weights that compute the same."""
     from discodiff.codec import DacCodec

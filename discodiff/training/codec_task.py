@@ -9,6 +9,7 @@ Its ``task:`` section (:class:`CodecTaskConfig`)::
             pow: 1.0, clamp_eps: 1.0e-5, mag_weight: 0.0, log_weight: 1.0}
       weight_norm: true          # train with DAC's weight norm (folded into plain weights on export)
       gan: false                 # DAC's discriminators: not supported by the generic loop (see CodecTaskConfig)
+      dead_codes: {restart_every: 50, decay: 0.99, threshold: 0.01}   # 0: off
 
 **Loss** per sample (DAC's ``lambdas`` without the adversarial terms)::
 
@@ -23,6 +24,15 @@ are the saved ones) but computes the VQ losses per sample as ``dac.nn.quantize``
 averages them over the whole batch before masking the dropped codebooks, and draws quantizer dropout from the
 global RNG. Quantizer dropout (the model config's ``quantizer_dropout``, DAC's 0.5: that share of each batch is
 quantised with 1…K codebooks, uniformly) is drawn from the loop's checkpointed generator, so resumption is exact.
+
+**Dead-code restarts** (SoundStream / EnCodec; not in DAC's recipe, added because a probe on this corpus collapsed
+to a few codes per codebook within a few hundred steps without them): each codebook keeps an exponential moving
+average (``dead_codes.decay``) of how often each entry is chosen per training step, as a buffer of the module (so
+checkpoints and resumption carry it). Every ``dead_codes.restart_every`` training steps, entries whose average is
+below ``dead_codes.threshold`` are replaced by projected latents of the current batch drawn with the run's
+generator, before that codebook quantises the batch. Under DDP the module's buffers (the usage averages) come from
+process 0 at every forward, so every process finds the same dead entries, and process 0's replacements are
+broadcast to the others.
 
 **Data**: :class:`~.codec_data.StemClips` (``data.dataset``), train-split clips for training and fixed crops of
 validation-split tracks (from ``data.validation_dir``, else from ``data.data_dir``) for validation; see
@@ -113,6 +123,15 @@ class MelLossSection:
 
 
 @dataclass
+class DeadCodeSection:
+    """Dead-code restarts (see the module docstring); ``restart_every: 0`` turns them off."""
+
+    restart_every: int = bounded(50, low=0)
+    decay: float = bounded(0.99, low=0.0, high=1.0, high_open=True)
+    threshold: float = bounded(0.01, low=0.0)
+
+
+@dataclass
 class CodecTaskConfig(TaskConfig):
     """The ``task:`` section of a codec run (see the module docstring)."""
 
@@ -121,6 +140,7 @@ class CodecTaskConfig(TaskConfig):
     mel: MelLossSection = field(default_factory=MelLossSection)
     weight_norm: bool = True
     gan: bool = False
+    dead_codes: DeadCodeSection = field(default_factory=DeadCodeSection)
 
     def check(self, where: str) -> None:
         if self.gan:
@@ -158,11 +178,22 @@ class CodecAutoencoder(nn.Module):
     ``dac.DAC`` trains — encode, residual VQ of ``n_quantizers[b]`` codebooks per sample (straight-through), decode —
     with DAC's per-sample VQ losses. ``n_quantizers=None`` uses every codebook (what the codec does once exported)."""
 
-    def __init__(self, dac: nn.Module):
+    def __init__(self, dac: nn.Module, dead_codes: DeadCodeSection | None = None):
         super().__init__()
         self.dac = dac
+        self.dead_codes = dead_codes or DeadCodeSection(restart_every=0)
+        quantizers = dac.quantizer.quantizers
+        self.register_buffer("code_usage", torch.ones(len(quantizers), quantizers[0].codebook.num_embeddings))
+        self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
+        self.restarted_codes = 0
 
-    def forward(self, audio: torch.Tensor, n_quantizers: torch.Tensor | None = None) -> CodecForward:
+    def forward(self, audio: torch.Tensor, n_quantizers: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> CodecForward:
+        """In training mode with a ``generator``, also tracks code usage and restarts dead codes when due."""
+        restarting = self.training and generator is not None and self.dead_codes.restart_every > 0
+        if restarting:
+            self.training_steps += 1
+            due = int(self.training_steps) % self.dead_codes.restart_every == 0
         z = self.dac.encoder(audio)
         batch = audio.shape[0]
         if n_quantizers is None:
@@ -172,7 +203,11 @@ class CodecAutoencoder(nn.Module):
         codes = []
         for i, quantizer in enumerate(self.dac.quantizer.quantizers):
             z_e = quantizer.in_proj(residual)
+            if restarting and due:
+                self._restart_dead_codes(i, quantizer.codebook.weight, z_e, generator)
             z_q, indices = quantizer.decode_latents(z_e)
+            if restarting:
+                self._track_usage(i, indices)
             commitment_i = F.mse_loss(z_e, z_q.detach(), reduction="none").mean(dim=(1, 2))
             codebook_i = F.mse_loss(z_q, z_e.detach(), reduction="none").mean(dim=(1, 2))
             z_q = quantizer.out_proj(z_e + (z_q - z_e).detach())  # straight-through
@@ -184,6 +219,28 @@ class CodecAutoencoder(nn.Module):
             codes.append(indices)
         decoded = self.dac.decoder(quantized)[..., : audio.shape[-1]]
         return CodecForward(decoded, commitment, codebook, torch.stack(codes, dim=1), z)
+
+    @torch.no_grad()
+    def _track_usage(self, index: int, indices: torch.Tensor) -> None:
+        """Fold this step's counts of codebook ``index`` (``indices [B, L]``) into its moving average."""
+        counts = torch.bincount(indices.reshape(-1), minlength=self.code_usage.shape[1]).to(self.code_usage.dtype)
+        decay = self.dead_codes.decay
+        self.code_usage[index].mul_(decay).add_(counts, alpha=1 - decay)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, index: int, codebook: torch.Tensor, z_e: torch.Tensor, generator: torch.Generator) -> None:
+        """Replace the entries of ``codebook [N, d]`` used less than the threshold by projected latents ``z_e [B, d, L]``
+        of this batch (drawn with ``generator``), before the codebook is used, so autograd sees the new values."""
+        dead = (self.code_usage[index] < self.dead_codes.threshold).nonzero().squeeze(1)
+        if dead.numel() == 0:
+            return
+        candidates = z_e.detach().transpose(1, 2).reshape(-1, z_e.shape[1])
+        picks = torch.randint(0, candidates.shape[0], (dead.numel(),), generator=generator).to(candidates.device)
+        codebook[dead] = candidates[picks].to(codebook.dtype)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(codebook, src=0)  # every process takes process 0's replacements
+        self.code_usage[index, dead] = 1.0
+        self.restarted_codes += int(dead.numel())
 
 
 class PerSampleL1(nn.Module):
@@ -271,7 +328,7 @@ class CodecTask(TrainingTask):
         self.quantizer_dropout = float(model_config.quantizer_dropout)
         if task_config.weight_norm:
             self.pipeline.model.apply_weight_norm()
-        self.autoencoder = CodecAutoencoder(self.pipeline.model)
+        self.autoencoder = CodecAutoencoder(self.pipeline.model, task_config.dead_codes)
         self.losses = CodecLosses(task_config, model_config.sampling_rate)
         self.tracks: dict[str, list[str]] | None = None
 
@@ -357,7 +414,7 @@ class CodecTask(TrainingTask):
 
     def loss(self, model: nn.Module, prepared: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, None]:
         counts = self.quantizer_counts(prepared.shape[0], generator).to(prepared.device)
-        return self.losses.parts(model(prepared, counts), prepared)["loss"], None
+        return self.losses.parts(model(prepared, counts, generator), prepared)["loss"], None
 
     # --- reports -----------------------------------------------------------------------------------
 
