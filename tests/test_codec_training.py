@@ -154,7 +154,9 @@ def test_dead_codes_are_restarted_from_the_batch_deterministically():
     def run(seed: int):
         model = build_codec(CodecModelConfig.from_yaml(CODEC_TINY, ["quantizer_dropout=0.0"]), seed=0).model
         autoencoder = CodecAutoencoder(model, DeadCodeSection(restart_every=1, decay=0.5, threshold=0.25))
+        autoencoder.code_usage.fill_(1.0)
         autoencoder.code_usage[0, :3] = 0.0                       # three dead entries in codebook 0
+        autoencoder.training_steps.fill_(1)                       # one step already folded into the averages
         before = model.quantizer.quantizers[0].codebook.weight.detach().clone()
         audio = 0.3 * torch.randn(2, 1, 4096, generator=torch.Generator().manual_seed(1))
         autoencoder.eval()

@@ -27,8 +27,8 @@ quantised with 1…K codebooks, uniformly) is drawn from the loop's checkpointed
 
 **Dead-code restarts** (SoundStream / EnCodec; not in DAC's recipe, added because a probe on this corpus collapsed
 to a few codes per codebook within a few hundred steps without them): each codebook keeps an exponential moving
-average (``dead_codes.decay``) of how often each entry is chosen per training step, as a buffer of the module (so
-checkpoints and resumption carry it). Every ``dead_codes.restart_every`` training steps, entries whose average is
+average (``dead_codes.decay``, bias-corrected: it starts at 0) of how often each entry is chosen per training step,
+as a buffer of the module (so checkpoints and resumption carry it). Every ``dead_codes.restart_every`` training steps, entries whose average is
 below ``dead_codes.threshold`` are replaced by projected latents of the current batch drawn with the run's
 generator, before that codebook quantises the batch. Under DDP the module's buffers (the usage averages) come from
 process 0 at every forward, so every process finds the same dead entries, and process 0's replacements are
@@ -183,7 +183,7 @@ class CodecAutoencoder(nn.Module):
         self.dac = dac
         self.dead_codes = dead_codes or DeadCodeSection(restart_every=0)
         quantizers = dac.quantizer.quantizers
-        self.register_buffer("code_usage", torch.ones(len(quantizers), quantizers[0].codebook.num_embeddings))
+        self.register_buffer("code_usage", torch.zeros(len(quantizers), quantizers[0].codebook.num_embeddings))
         self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
         self.restarted_codes = 0
 
@@ -231,7 +231,11 @@ class CodecAutoencoder(nn.Module):
     def _restart_dead_codes(self, index: int, codebook: torch.Tensor, z_e: torch.Tensor, generator: torch.Generator) -> None:
         """Replace the entries of ``codebook [N, d]`` used less than the threshold by projected latents ``z_e [B, d, L]``
         of this batch (drawn with ``generator``), before the codebook is used, so autograd sees the new values."""
-        dead = (self.code_usage[index] < self.dead_codes.threshold).nonzero().squeeze(1)
+        steps = int(self.training_steps) - 1  # steps folded into the averages so far
+        if steps < 1:
+            return
+        usage = self.code_usage[index] / (1 - self.dead_codes.decay ** steps)  # bias-corrected (the average starts at 0)
+        dead = (usage < self.dead_codes.threshold).nonzero().squeeze(1)
         if dead.numel() == 0:
             return
         candidates = z_e.detach().transpose(1, 2).reshape(-1, z_e.shape[1])
@@ -239,7 +243,7 @@ class CodecAutoencoder(nn.Module):
         codebook[dead] = candidates[picks].to(codebook.dtype)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.broadcast(codebook, src=0)  # every process takes process 0's replacements
-        self.code_usage[index, dead] = 1.0
+        self.code_usage[index, dead] = self.dead_codes.threshold * (1 - self.dead_codes.decay ** steps)  # a fresh chance
         self.restarted_codes += int(dead.numel())
 
 
