@@ -185,7 +185,7 @@ class CodecAutoencoder(nn.Module):
         quantizers = dac.quantizer.quantizers
         self.register_buffer("code_usage", torch.zeros(len(quantizers), quantizers[0].codebook.num_embeddings))
         self.register_buffer("training_steps", torch.zeros((), dtype=torch.long))
-        self.restarted_codes = 0
+        self.register_buffer("restarted_codes", torch.zeros((), dtype=torch.long))
 
     def forward(self, audio: torch.Tensor, n_quantizers: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> CodecForward:
@@ -244,7 +244,7 @@ class CodecAutoencoder(nn.Module):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.broadcast(codebook, src=0)  # every process takes process 0's replacements
         self.code_usage[index, dead] = self.dead_codes.threshold * (1 - self.dead_codes.decay ** steps)  # a fresh chance
-        self.restarted_codes += int(dead.numel())
+        self.restarted_codes += dead.numel()
 
 
 class PerSampleL1(nn.Module):
@@ -454,6 +454,7 @@ class CodecTask(TrainingTask):
         mean = sums / frames
         metrics["val/encoder_variance"] = (squares / frames - mean.square()).clamp_min(0).mean().item()
         metrics.update(usage.metrics("val/codebook"))
+        metrics["val/restarted_codes"] = float(accelerator.unwrap_model(model).restarted_codes)  # all codebooks, since step 0
         return metrics
 
     @torch.no_grad()
