@@ -262,6 +262,17 @@ def test_resume_continues_and_keeps_the_run_id(finished_run, data_dir, tmp_path)
     assert "max_steps: 6" in (run_dir / "train_config.yaml").read_text()
 
 
+def test_resume_on_another_machine_takes_the_moved_data_and_run_folders(finished_run, data_dir, tmp_path):
+    """A run and its data copied elsewhere (another machine) resume from the new paths; the data are checked to be
+    the same (latent statistics), so the path itself may change."""
+    run_dir, moved_data = tmp_path / "moved-run", tmp_path / "moved-data"
+    shutil.copytree(finished_run, run_dir)
+    shutil.copytree(data_dir, moved_data)
+    result = train([*overrides(moved_data, run_dir, max_steps=6, checkpoint__every=2), "--resume", "latest"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert metric_steps(run_dir) == [1, 2, 3, 4, 5, 6]
+
+
 # --- 3. numbers ---------------------------------------------------------------------------------
 
 

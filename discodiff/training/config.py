@@ -31,9 +31,10 @@ from .task import TaskConfig, task_class
 MIXED_PRECISION = ("no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb", "none")
 # what a resumed run may change: how long it runs and what it reports and keeps, never what it computes (the task
-# adds its own, see TaskConfig.resumable_keys)
-RESUMABLE_KEYS = ("output_dir", "max_steps", "progress", "gradient_checkpointing", "data.num_workers", "logging",
-                  "validation", "samples", "checkpoint")
+# adds its own, see TaskConfig.resumable_keys). The data folders may move (another machine): every task checks on
+# resume that the data are the same (the latent statistics and codec fingerprint, the codec task's track list).
+RESUMABLE_KEYS = ("output_dir", "max_steps", "progress", "gradient_checkpointing", "data.num_workers", "data.data_dir",
+                  "data.validation_dir", "logging", "validation", "samples", "checkpoint")
 # keys of the layout before the task section → where they live now
 MOVED_TO_TASK = {"stage": "task.stage", "objective": "task.objective", "validation.times": "task.validation.times",
                  "samples.num_inference_steps": "task.samples.num_inference_steps",
