@@ -76,25 +76,13 @@ def select_tracks(root: str | Path, split: str, limit: int | None):
 def excerpt_sources(pairs, sample_rate: int, seconds: float):
     """Per track ``(vocals source, accompaniment source, start, length)``: the middle ``seconds`` of the shorter stem.
     Reads only the files' headers; a stem at another rate than the codec's is refused."""
-    import soundfile as sf
-
-    from ..training.codec_data import StemSource
+    from ..training.codec_data import stem_source
 
     plans = []
     for pair in pairs:
         sources = []
         for stem, paths in (("vocals", (pair.vocals,)), ("accompaniment", pair.accompaniment)):
-            frames = []
-            for path in paths:
-                try:
-                    info = sf.info(str(path))
-                except (RuntimeError, OSError) as err:  # soundfile raises LibsndfileError (a RuntimeError)
-                    raise DataError(f"{path}: unreadable audio ({err}); render the track again or remove it") from err
-                if info.samplerate != sample_rate:
-                    raise DataError(f"{path}: {info.samplerate} Hz, but the codec runs at {sample_rate} Hz; measure a "
-                                    "corpus rendered at the codec's rate")
-                frames.append(info.frames)
-            sources.append(StemSource(pair.track_id, stem, tuple(paths), min(frames)))
+            sources.append(stem_source(pair.track_id, stem, paths, sample_rate))
         total = min(source.frames for source in sources)
         if total == 0:
             raise DataError(f"{Path(pair.vocals).parent}: a stem has no samples; render the track again or remove it")

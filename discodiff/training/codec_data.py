@@ -25,6 +25,7 @@ that the first items are different tracks with the stems taking turns. Only the 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +117,24 @@ def rms_db(audio: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(np.square(audio, dtype=np.float64)) + 1e-20))
 
 
+def stem_source(track_id: str, stem: str, paths: Sequence[Path], sample_rate: int) -> StemSource:
+    """A stem (the sum of ``paths``) with its usable length in samples (the shortest file); a DataError naming the file
+    for unreadable audio or another sample rate than ``sample_rate`` (the codec's)."""
+    import soundfile as sf
+
+    frames = []
+    for path in paths:
+        try:
+            info = sf.info(str(path))
+        except (RuntimeError, OSError) as err:  # soundfile raises LibsndfileError (a RuntimeError)
+            raise DataError(f"{path}: unreadable audio ({err}); render the track again or remove it") from err
+        if info.samplerate != sample_rate:
+            raise DataError(f"{path}: {info.samplerate} Hz, but the codec runs at {sample_rate} Hz; render the "
+                            "corpus at the codec's rate or use a codec of that rate")
+        frames.append(info.frames)
+    return StemSource(track_id, stem, tuple(paths), min(frames))
+
+
 class StemClips(Dataset):
     """Mono clips of the stems of the rendered tracks of one split under ``data_dir`` (see the module docstring).
 
@@ -160,24 +179,12 @@ class StemClips(Dataset):
             self.sources = [per_track[t][(t + j) % count] for j in range(count) for t in range(len(per_track))]
 
     def _source(self, pair: StemPair, stem: str) -> StemSource:
-        import soundfile as sf
-
         paths = {VOCALS: (pair.vocals,), ACCOMPANIMENT: pair.accompaniment,
                  MIXTURE: (pair.mixture,) if pair.mixture else ()}[stem]
         if not paths:
             raise DataError(f"{self.data_dir / pair.track_id}: no {stem} stem; drop '{stem}' from data.options.stems "
                             "or render the track again")
-        frames = []
-        for path in paths:
-            try:
-                info = sf.info(str(path))
-            except (RuntimeError, OSError) as err:  # soundfile raises LibsndfileError (a RuntimeError)
-                raise DataError(f"{path}: unreadable audio ({err}); render the track again or remove it") from err
-            if info.samplerate != self.sample_rate:
-                raise DataError(f"{path}: {info.samplerate} Hz, but the codec runs at {self.sample_rate} Hz; render the "
-                                "corpus at the codec's rate or train a codec of that rate (sampling_rate)")
-            frames.append(info.frames)
-        return StemSource(pair.track_id, stem, tuple(paths), min(frames))
+        return stem_source(pair.track_id, stem, paths, self.sample_rate)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -69,11 +69,11 @@ from torch.utils.data import DataLoader, Subset
 from discodiff.codec.family import CodecModelConfig, CodecPipeline, build_codec
 from discodiff.codec.usage import CodebookUsage
 from discodiff.configuration import bounded
-from discodiff.errors import ConfigError, DataError, DiscoDiffError, MissingExtraError, TrainingError
+from discodiff.errors import ConfigError, DataError, MissingExtraError, TrainingError
 from discodiff.outputs import atomic_file
 
 from .config import DataSection, TrainConfig
-from .data import TrainingData, check_batch_keys, check_data, data_directories, import_object
+from .data import TrainingData, build_dataset, check_batch_keys, check_data, data_directories, import_object
 from .task import TaskConfig, TaskSamples, TrainingTask
 
 DATA_FILE = "codec_data.json"
@@ -383,16 +383,8 @@ class CodecTask(TrainingTask):
 
     def _dataset(self, data: DataSection, key: str, directory: str, split: str):
         dataset_class = import_object(data.dataset, "data.dataset")
-        try:
-            return dataset_class(directory, clip_samples=self.clip_samples, split=split, sample_rate=self.sample_rate,
-                                 seed=self.seed, **data.options)
-        except DiscoDiffError:
-            raise
-        except (TypeError, ValueError) as err:
-            if isinstance(err, TypeError) and "argument" not in str(err):
-                raise
-            raise ConfigError(f"data.dataset {data.dataset} cannot be built on {key}={directory} with "
-                              f"data.options={data.options} ({err}); fix data.options") from err
+        return build_dataset(dataset_class, data, key, directory, clip_samples=self.clip_samples, split=split,
+                             sample_rate=self.sample_rate, seed=self.seed)
 
     # --- one step --------------------------------------------------------------------------------
 

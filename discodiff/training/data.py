@@ -46,6 +46,20 @@ PREPARE_HINT = "make one with `discodiff prepare STEMS_DIR --out {directory}` (a
 LATENT_CACHE_HINT = "a latent cache made with `discodiff prepare STEMS_DIR --out path/to/cache`"
 
 
+def build_dataset(dataset_class: type, data: DataSection, key: str, directory: str, **arguments) -> Dataset:
+    """``dataset_class(directory, **arguments, **data.options)``; a dataset refusing the options becomes a
+    :class:`~discodiff.errors.ConfigError` naming ``key``, the directory and ``data.options``."""
+    try:
+        return dataset_class(directory, **arguments, **data.options)
+    except DiscoDiffError:
+        raise
+    except (TypeError, ValueError) as err:
+        if isinstance(err, TypeError) and "argument" not in str(err):
+            raise
+        raise ConfigError(f"data.dataset {data.dataset} cannot be built on {key}={directory} with "
+                          f"data.options={data.options} ({err}); fix data.options") from err
+
+
 @dataclass
 class TrainingData:
     """``train`` / ``validation`` datasets of the batch contract and their ``collate_fn`` (None: torch's default)."""
@@ -62,16 +76,8 @@ class TrainingData:
         collate_fn = import_object(data.collate, "data.collate") if data.collate else None
 
         def build(key: str, directory: str) -> Dataset:
-            try:
-                return dataset_class(directory, crop_frames=data.crop_frames, frame_multiple=frame_multiple, seed=seed,
-                                     **data.options)
-            except DiscoDiffError:
-                raise
-            except (TypeError, ValueError) as err:
-                if isinstance(err, TypeError) and "argument" not in str(err):
-                    raise
-                raise ConfigError(f"data.dataset {data.dataset} cannot be built on {key}={directory} with "
-                                  f"data.options={data.options} ({err}); fix data.options") from err
+            return build_dataset(dataset_class, data, key, directory, crop_frames=data.crop_frames,
+                                 frame_multiple=frame_multiple, seed=seed)
 
         if data.validation_dir:
             train, validation = build("data.data_dir", data.data_dir), build("data.validation_dir", data.validation_dir)
