@@ -133,10 +133,12 @@ def main(argv: list[str] | None = None) -> dict:
     check_args(args)
     pairs = select_tracks(args.data, args.split, args.limit)
 
+    from ..cli.common import library_progress
     from ..codec.resolve import load_codec
     from ..evaluation.reconstruction import evaluate_codec
 
-    codec = load_codec(args.codec, args.backend)
+    with library_progress(not args.quiet):
+        codec = load_codec(args.codec, args.backend)
     plans = excerpt_sources(pairs, codec.sample_rate, args.seconds)
     report = evaluate_codec(codec, read_excerpts(plans), names=[pair.track_id for pair in pairs], progress=not args.quiet)
     record = {"settings": {"codec": args.codec, "backend": args.backend, "data": str(args.data), "split": args.split,
