@@ -30,9 +30,9 @@ to a few codes per codebook within a few hundred steps without them): each codeb
 average (``dead_codes.decay``, bias-corrected: it starts at 0) of how often each entry is chosen per training step,
 as a buffer of the module (so checkpoints and resumption carry it). Every ``dead_codes.restart_every`` training steps, entries whose average is
 below ``dead_codes.threshold`` are replaced by projected latents of the current batch drawn with the run's
-generator, before that codebook quantises the batch. Under DDP the module's buffers (the usage averages) come from
-process 0 at every forward, so every process finds the same dead entries, and process 0's replacements are
-broadcast to the others.
+generator, before that codebook quantises the batch. Restarts run on one process for now: a broadcast of process 0's
+replacements inside the DDP forward hung the two-process CPU test, so a multi-process run with restarts is refused
+at its first step (set ``task.dead_codes.restart_every=0`` there).
 
 **Data**: :class:`~.codec_data.StemClips` (``data.dataset``), train-split clips for training and fixed crops of
 validation-split tracks (from ``data.validation_dir``, else from ``data.data_dir``) for validation; see
@@ -192,6 +192,7 @@ class CodecAutoencoder(nn.Module):
         """In training mode with a ``generator``, also tracks code usage and restarts dead codes when due."""
         restarting = self.training and generator is not None and self.dead_codes.restart_every > 0
         if restarting:
+            self._check_single_process()
             self.training_steps += 1
             due = int(self.training_steps) % self.dead_codes.restart_every == 0
         z = self.dac.encoder(audio)
@@ -220,6 +221,12 @@ class CodecAutoencoder(nn.Module):
         decoded = self.dac.decoder(quantized)[..., : audio.shape[-1]]
         return CodecForward(decoded, commitment, codebook, torch.stack(codes, dim=1), z)
 
+    @staticmethod
+    def _check_single_process() -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            raise TrainingError("dead-code restarts run on one process only (each process would restart other codes); "
+                                "set task.dead_codes.restart_every=0 for a multi-process codec run")
+
     @torch.no_grad()
     def _track_usage(self, index: int, indices: torch.Tensor) -> None:
         """Fold this step's counts of codebook ``index`` (``indices [B, L]``) into its moving average."""
@@ -241,8 +248,6 @@ class CodecAutoencoder(nn.Module):
         candidates = z_e.detach().transpose(1, 2).reshape(-1, z_e.shape[1])
         picks = torch.randint(0, candidates.shape[0], (dead.numel(),), generator=generator).to(candidates.device)
         codebook[dead] = candidates[picks].to(codebook.dtype)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(codebook, src=0)  # every process takes process 0's replacements
         self.code_usage[index, dead] = self.dead_codes.threshold * (1 - self.dead_codes.decay ** steps)  # a fresh chance
         self.restarted_codes += dead.numel()
 
