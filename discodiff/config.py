@@ -22,6 +22,7 @@ from .latents import NORMALIZE_PER
 TINY = TINY_CODEC  # the id of the locally built tiny codec and text encoder (codec.resolve, conditioning.resolve)
 MAX_DURATION_SECONDS = 600.0  # one window; longer outputs need long-form generation
 MAX_INFERENCE_STEPS = 1000
+MAX_GUIDANCE = 100.0
 
 
 @dataclass
@@ -74,8 +75,8 @@ class SamplingConfig:
 
     scheduler: str = bounded("cosine-dpm", choices=SCHEDULERS)
     num_inference_steps: int = bounded(50, low=1, high=MAX_INFERENCE_STEPS)
-    text_guidance: float = bounded(3.0, low=0.0, high=100.0)
-    vocal_guidance: float = bounded(1.5, low=0.0, high=100.0)
+    text_guidance: float = bounded(3.0, low=0.0, high=MAX_GUIDANCE)
+    vocal_guidance: float = bounded(1.5, low=0.0, high=MAX_GUIDANCE)
     duration: float = bounded(29.0, low=0.0, high=MAX_DURATION_SECONDS, low_open=True)
 
 

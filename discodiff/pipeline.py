@@ -32,7 +32,7 @@ from diffusers.utils import BaseOutput
 
 from .audio import load_audio
 from .conditioning import DacLatentFeatures
-from .config import MAX_DURATION_SECONDS, MAX_INFERENCE_STEPS, CodecConfig, SamplingConfig, TextEncoderConfig
+from .config import MAX_DURATION_SECONDS, MAX_GUIDANCE, MAX_INFERENCE_STEPS, CodecConfig, SamplingConfig, TextEncoderConfig
 from .configuration import check_types, from_dict
 from .diffusion import conditioned_denoiser, sample
 from .diffusion.objective import Denoiser
@@ -51,7 +51,6 @@ MODEL_CONFIG, MODEL_WEIGHTS = "config.json", "diffusion_pytorch_model.safetensor
 COMPONENTS = ("codec", "text_encoder", "primary", "secondary", "primary_vocal_encoder", "secondary_vocal_encoder",
               SCHEDULER_DIR, LATENT_STATS_FILE, PIPELINE_FILE)
 OUTPUT_TYPES = ("np", "pt", "latent")
-MAX_GUIDANCE = 100.0
 LONG_DURATION_FACTOR = 2.0  # warn past this multiple of the model's default duration (its training window)
 REPAIR = "re-export the model (training export or `discodiff new-model`) or copy the model directory again"
 

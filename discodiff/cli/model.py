@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..audio import save_audio, wav_bytes
-from ..config import MAX_DURATION_SECONDS, MAX_INFERENCE_STEPS
+from ..config import MAX_DURATION_SECONDS, MAX_GUIDANCE, MAX_INFERENCE_STEPS
 from ..diffusion.sampling import SCHEDULERS
 from ..errors import ConfigError
 from ..outputs import AUDIO_OUTPUT_SUFFIXES, check_output_dir, check_output_file
@@ -80,9 +80,9 @@ def sample(
     mix: Path = typer.Option(None, "--mix", help="Also write vocal + accompaniment here (needs --vocal)."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Sampling seed; sample i of a batch uses seed + i."),
     steps: int = typer.Option(None, "--steps", min=1, max=MAX_INFERENCE_STEPS, help="Inference steps [default: the model's]."),
-    text_guidance: float = typer.Option(None, min=0.0, max=100.0,
+    text_guidance: float = typer.Option(None, min=0.0, max=MAX_GUIDANCE,
                                         help="Text guidance scale; 1 = no guidance, 0 = ignore the prompt [default: the model's]."),
-    vocal_guidance: float = typer.Option(None, min=0.0, max=100.0,
+    vocal_guidance: float = typer.Option(None, min=0.0, max=MAX_GUIDANCE,
                                          help="Vocal guidance scale; 1 = no guidance, 0 = ignore the vocal [default: the model's]."),
     scheduler: str = typer.Option(None, help=f"Sampler: {', '.join(SCHEDULERS)} [default: the model's]."),
     batch_size: int = typer.Option(4, min=1, max=MAX_BATCH_SIZE, help="Prompts per forward batch with --prompts-file."),

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from discodiff.build import build_pipeline
 from discodiff.codec import CodecNotFoundError
 from discodiff.conditioning import ConditionerNotFoundError
-from discodiff.config import DiscoDiffConfig
+from discodiff.config import MAX_GUIDANCE, DiscoDiffConfig
 from discodiff.configuration import bounded
 from discodiff.data.cache import LATENT_STATS_FILE
 from discodiff.data.text_cache import check_text_cache
@@ -72,8 +72,8 @@ class DiffusionSamplesSection:
     """How the stage's audio samples are generated (guidance as in the pipeline; 1 = unguided)."""
 
     num_inference_steps: int = bounded(25, low=1, high=1000)
-    text_guidance: float = bounded(3.0, low=0.0, high=100.0)
-    vocal_guidance: float = bounded(1.5, low=0.0, high=100.0)
+    text_guidance: float = bounded(3.0, low=0.0, high=MAX_GUIDANCE)
+    vocal_guidance: float = bounded(1.5, low=0.0, high=MAX_GUIDANCE)
 
 
 @dataclass
