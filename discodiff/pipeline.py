@@ -101,9 +101,10 @@ class DiscoDiffPipeline:
     def device(self) -> torch.device:
         return next(self.primary.parameters()).device
 
-    def to(self, device: torch.device | str) -> "DiscoDiffPipeline":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "DiscoDiffPipeline":
+        """Move every part to ``device`` and/or cast its floating-point weights to ``dtype``."""
         for module in self._modules():
-            module.to(device)
+            module.to(device=device, dtype=dtype)
         return self
 
     def _modules(self) -> list[torch.nn.Module]:
@@ -348,7 +349,8 @@ class DiscoDiffPipeline:
     @classmethod
     def from_pretrained(cls, directory: str | Path, codec: str | None = None, text_encoder: str | None = None,
                         device: torch.device | str | None = None) -> "DiscoDiffPipeline":
-        """Load a pipeline directory; ``codec`` / ``text_encoder`` override the referenced id or path.
+        """Load a pipeline directory; ``codec`` / ``text_encoder`` override the referenced id or path. Every part is
+        loaded in float32 whatever its stored precision (the shipped model is stored in fp16).
 
         A missing or damaged part raises one :class:`ModelDirectoryError` naming the file or folder (a
         damaged codec or text encoder directory: :class:`CodecError` / :class:`ConditioningError`, also
@@ -392,6 +394,7 @@ class DiscoDiffPipeline:
         pipeline = cls(codec=codec_module, text_encoder=text_module, primary=primary, secondary=secondary,
                        scheduler=scheduler, latent_stats=latent_stats, sources=sources, defaults=manifest["defaults"],
                        **vocal_encoders)
+        text_module.float()  # the codec loads in float32 already (DacCodec.from_pretrained), the models below too
         return pipeline.to(device) if device is not None else pipeline
 
 
@@ -548,7 +551,7 @@ def _load_model(model_class, folder: Path, what: str):
         raise ModelDirectoryError(f"{weights}: missing (the {what}'s weights); {REPAIR}")
     _check_safetensors(weights)
     try:
-        model = model_class.from_pretrained(folder, use_safetensors=True, local_files_only=True)
+        model = model_class.from_pretrained(folder, use_safetensors=True, local_files_only=True, torch_dtype=torch.float32)
     except _load_errors() as err:
         raise ModelDirectoryError(f"{config_file} and {weights.name} do not fit together or hold invalid values "
                                   f"({_first_line(err)}); {REPAIR}") from err

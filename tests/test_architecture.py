@@ -19,6 +19,7 @@ ONLY = {
     "audio": {"errors", "outputs"},
     "guidance": {"errors"},
     "pipeline_utils": {"errors", "configuration"},
+    "spectrogram": {"outputs"},
 }
 FORBIDDEN = {
     "codec": ENTRY_POINTS | {"models", "diffusion", "pipeline", "build", "data", "corpus", "conditioning"},
@@ -31,6 +32,7 @@ FORBIDDEN = {
     "config": ENTRY_POINTS | {"pipeline", "build", "data", "corpus"},
     "pipeline": ENTRY_POINTS | {"build", "data", "corpus"},
     "build": ENTRY_POINTS | {"data", "corpus"},
+    "pretrained": ENTRY_POINTS | {"data", "corpus"},  # the shipped model: above the diffusion family, below the CLI
     "training": {"cli", "bench", "evaluation", "ui"},
 }
 TOP_LEVEL = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()

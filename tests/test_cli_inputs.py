@@ -250,12 +250,27 @@ def test_mix_needs_a_vocal_and_duration_conflicts_with_it(tmp_path, vocal, model
 
 def test_sample_writes_accompaniment_and_mix(tmp_path, vocal, model):
     result = invoke("sample", "--model", model, "--prompt", "x", "--vocal", vocal, "--out", tmp_path / "a.wav",
-                    "--mix", tmp_path / "m.wav", "--steps", "2", "--quiet")
+                    "--mix", tmp_path / "m.wav", "--spectrogram", tmp_path / "s.png", "--steps", "2", "--quiet")
     assert result.exit_code == 0, result.output
     assert "it/s" not in result.output and "%|" not in result.output  # --quiet silences the libraries' bars too
     for name in ("a.wav", "m.wav"):
         audio, rate = sf.read(tmp_path / name)
         assert rate == 44100 and audio.shape == (44100,)
+    from PIL import Image
+
+    from discodiff.spectrogram import LABEL_HEIGHT
+
+    with Image.open(tmp_path / "s.png") as picture:  # vocal, accompaniment and mix: 513 bins each under a label
+        assert picture.size == (1 + 44100 // 256, 3 * (513 + LABEL_HEIGHT))
+        rows = np.asarray(picture).reshape(3, 513 + LABEL_HEIGHT, -1)[:, LABEL_HEIGHT:]
+    assert all(panel.std() > 0 for panel in rows)  # three real spectrograms, not blank panels
+
+
+def test_sample_spectrogram_must_be_a_png_apart_from_the_audio(tmp_path, vocal, model):
+    one_error_line(invoke("sample", "--model", model, "--prompt", "x", "--spectrogram", tmp_path / "s.jpg"), "ending in .png")
+    one_error_line(invoke("sample", "--model", model, "--prompt", "x", "--out", tmp_path / "a.wav",
+                          "--spectrogram", tmp_path / "a.wav"), "ending in .png")
+    assert not list(tmp_path.iterdir())
 
 
 # --- 8. help ---------------------------------------------------------------------------------------

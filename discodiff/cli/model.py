@@ -11,6 +11,7 @@ from ..config import MAX_DURATION_SECONDS, MAX_GUIDANCE, MAX_INFERENCE_STEPS
 from ..diffusion.sampling import SCHEDULERS
 from ..errors import ConfigError
 from ..outputs import AUDIO_OUTPUT_SUFFIXES, check_output_dir, check_output_file
+from ..spectrogram import write_spectrogram_panels
 from .common import QuietOption, check_choice, library_progress, read_input
 
 MODEL_MARKER = "pipeline.json"
@@ -67,8 +68,23 @@ def output_names(path: Path, count: int) -> list[Path]:
     return [path] if count == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(count)]
 
 
+def shipped_model() -> Path:
+    """The shipped model's directory, its files verified, announced in one line."""
+    from ..pretrained import shipped_model_dir, verify_checksums
+
+    directory = shipped_model_dir()
+    if not (directory / MODEL_MARKER).is_file():
+        raise ConfigError(f"no --model given and the shipped model is not installed ({directory} holds no "
+                          f"{MODEL_MARKER}); pass --model DIR (a model from training export or new-model)")
+    verify_checksums(directory)
+    typer.echo(f"using the shipped model {directory} (Bach chorales, trained offline; its README.md is the model "
+               "card); pass --model DIR for your own")
+    return directory
+
+
 def sample(
-    model: Path = typer.Option(..., "--model", help="Model directory (from training export or new-model)."),
+    model: Path = typer.Option(None, "--model", help="Model directory (from training export or new-model) "
+                               "[default: the shipped Bach-chorales model, discodiff/pretrained/bach-chorales]."),
     prompt: str = typer.Option(None, "--prompt", help="Text prompt."),
     prompts_file: Path = typer.Option(None, "--prompts-file", exists=True, dir_okay=False, readable=True,
                                       help="UTF-8 text file, one prompt per line (blank lines skipped), for a batch."),
@@ -78,6 +94,8 @@ def sample(
     out: Path = typer.Option(Path("accompaniment.wav"), "--out",
                              help=f"Output file ({', '.join(AUDIO_OUTPUT_SUFFIXES)}); a batch adds _0, _1, … to the name."),
     mix: Path = typer.Option(None, "--mix", help="Also write vocal + accompaniment here (needs --vocal)."),
+    spectrogram: Path = typer.Option(None, "--spectrogram",
+                                     help="Also write a .png of spectrograms here: vocal, accompaniment, mix (or the output alone)."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Sampling seed; sample i of a batch uses seed + i."),
     steps: int = typer.Option(None, "--steps", min=1, max=MAX_INFERENCE_STEPS, help="Inference steps [default: the model's]."),
     text_guidance: float = typer.Option(None, min=0.0, max=MAX_GUIDANCE,
@@ -103,11 +121,16 @@ def sample(
     if mix is not None and vocal is None:
         raise ConfigError("--mix needs --vocal (the mix is vocal + accompaniment); add --vocal take.wav or drop --mix")
     outs, mixes = output_names(out, len(prompts)), output_names(mix, len(prompts)) if mix is not None else []
-    if mix is not None and out.resolve() == mix.resolve():
-        raise ConfigError(f"--out and --mix are both {out}; give them different names")
+    pictures = output_names(spectrogram, len(prompts)) if spectrogram is not None else []
     inputs = [p for p in (vocal, prompts_file) if p is not None]
     for name in outs + mixes:
         check_output_file(name, AUDIO_OUTPUT_SUFFIXES, what="--mix" if name in mixes else "--out", inputs=inputs)
+    for name in pictures:
+        check_output_file(name, (".png",), what="--spectrogram", inputs=inputs)
+    if len({path.resolve() for path in outs + mixes + pictures}) < len(outs + mixes + pictures):
+        raise ConfigError("--out, --mix and --spectrogram name the same file; give them different names")
+    if model is None:
+        model = shipped_model()
     family = directory_family(model)
     family.check_generates(f"--model {model}")
     family_options = {"num_inference_steps": steps, "text_guidance": text_guidance, "vocal_guidance": vocal_guidance,
@@ -142,8 +165,16 @@ def sample(
                 index = first + i
                 save_audio(outs[index], audio, rate)
                 line = f"{outs[index]}: {audio.shape[-1] / rate:.2f} s  «{batch[i]}»"
-                if mixes:
+                panels = [("output", audio)] if vocal_audio is None else [("vocal", vocal_audio[..., : audio.shape[-1]]),
+                                                                           ("accompaniment", audio)]
+                if vocal_audio is not None:
                     mixture = audio + vocal_audio[..., : audio.shape[-1]]
-                    save_audio(mixes[index], mixture / max(1.0, float(mixture.abs().max())), rate)
+                    mixture = mixture / max(1.0, float(mixture.abs().max()))
+                    panels.append(("mix", mixture))
+                if mixes:
+                    save_audio(mixes[index], mixture, rate)
                     line += f"; mix {mixes[index]}"
+                if pictures:
+                    write_spectrogram_panels(panels, pictures[index], rate)
+                    line += f"; spectrograms {pictures[index]}"
                 typer.echo(line)

@@ -64,9 +64,10 @@ class DacCodec(nn.Module):
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | Path = DEFAULT_CODEC, backend: str = "transformers") -> "DacCodec":
-        """Load a codec: hub id or local dir (``transformers``), or ``.pth`` file (``descript``)."""
+        """Load a codec: hub id or local dir (``transformers``), or ``.pth`` file (``descript``), in float32 whatever
+        the stored precision (the shipped codec is stored in fp16); ``codec.to(dtype=…)`` casts it afterwards."""
         model, spec = load_backend(id_or_path, backend)
-        return cls(model, spec, backend, str(id_or_path))
+        return cls(model.float(), spec, backend, str(id_or_path))
 
     @classmethod
     def from_model(cls, model: nn.Module, backend: str) -> "DacCodec":

@@ -1,7 +1,7 @@
 """What a run records besides its trackers: the metrics JSONL, loss by diffusion-time bucket, audio samples
 (WAV + spectrogram PNG) and their tracker entries.
 
-Spectrogram images need ``pillow`` (TensorBoard's image summaries need it as well).
+Spectrogram images come from :mod:`discodiff.spectrogram`.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 
 from discodiff.audio import save_audio
-from discodiff.errors import MissingExtraError
 from discodiff.outputs import atomic_file
+from discodiff.spectrogram import spectrogram_image, write_spectrogram_png
 
 
 class MetricsLog:
@@ -58,28 +57,6 @@ def loss_by_time_bucket(losses: torch.Tensor, t: torch.Tensor, buckets: int) -> 
         if selected.numel():
             means[f"train/loss_t{bucket / buckets:.2f}-{(bucket + 1) / buckets:.2f}"] = selected.mean().item()
     return means
-
-
-def spectrogram_image(audio: torch.Tensor, n_fft: int = 1024, hop_length: int = 256, floor_db: float = 80.0) -> np.ndarray:
-    """``audio [T]`` or ``[1, T]`` → uint8 ``[F, frames]`` log-magnitude spectrogram, low frequencies at the bottom."""
-    audio = audio.detach().float().cpu().reshape(-1)
-    audio = torch.nn.functional.pad(audio, (0, max(0, n_fft - audio.numel())))
-    magnitude = torch.stft(audio, n_fft, hop_length, window=torch.hann_window(n_fft), return_complex=True).abs()
-    db = 20 * magnitude.clamp_min(1e-10).log10()
-    db = db.clamp_min(db.max() - floor_db)
-    scaled = (db - db.min()) / (db.max() - db.min()).clamp_min(1e-6)
-    return (scaled.flip(0) * 255).round().to(torch.uint8).numpy()
-
-
-def write_spectrogram_png(audio: torch.Tensor, path: str | Path) -> Path:
-    """Save :func:`spectrogram_image` of ``audio`` as a grayscale PNG."""
-    try:
-        from PIL import Image
-    except ImportError as err:
-        raise MissingExtraError("spectrogram PNGs need pillow: pip install pillow (or set samples.every=0)") from err
-    path = Path(path)
-    Image.fromarray(spectrogram_image(audio), mode="L").save(path)
-    return path
 
 
 def write_samples(directory: str | Path, audios: torch.Tensor, sample_rate: int, captions: Sequence[str]) -> list[Path]:
