@@ -103,8 +103,9 @@ class DiscoDiffPipeline:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "DiscoDiffPipeline":
         """Move every part to ``device`` and/or cast its floating-point weights to ``dtype``."""
-        for module in self._modules():
-            module.to(device=device, dtype=dtype)
+        target = {name: value for name, value in (("device", device), ("dtype", dtype)) if value is not None}
+        for module in self._modules():  # only what is given: diffusers warns about any dtype argument, even None
+            module.to(**target)
         return self
 
     def _modules(self) -> list[torch.nn.Module]:

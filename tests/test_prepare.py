@@ -391,6 +391,17 @@ def test_folders_that_are_not_tracks_are_reported_with_the_reason(tiny_codec, tm
         prepare_small(stems, tmp_path / "other", tiny_codec)
 
 
+def test_track_folders_reached_through_symlinks_are_found_and_a_link_cycle_ends(tmp_path):
+    rendered, selection = tmp_path / "rendered", tmp_path / "selection"
+    write_track(rendered, "seed0/chorale-a", tone(2.0), accompaniment=tone(2.0))
+    write_track(rendered, "seed1/chorale-b", tone(2.0), accompaniment=tone(2.0))
+    selection.mkdir()
+    (selection / "chorale-a").symlink_to(rendered / "seed0" / "chorale-a")
+    (selection / "more").symlink_to(rendered / "seed1")
+    (rendered / "seed1" / "loop").symlink_to(selection)  # selection/more/loop/... leads back to selection
+    assert [pair.track_id for pair in find_stem_pairs(selection)] == ["chorale-a", "more/chorale-b"]
+
+
 def test_stems_of_different_lengths_are_padded_with_a_warning(tiny_codec, tmp_path):
     stems, out = tmp_path / "stems", tmp_path / "out"
     small_track(stems, "uneven", seconds=2.0, accompaniment_seconds=1.5)

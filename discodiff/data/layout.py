@@ -18,6 +18,8 @@ the reason by :func:`scan_stem_folders` (hidden files such as ``._vocals.wav`` a
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +90,20 @@ def _stem_file(folder: Path, stem: str) -> Path | None:
     return found[0] if found else None
 
 
+def files_under(root: Path) -> Iterator[Path]:
+    """Every file under ``root`` at any depth, following symlinked folders (a dataset assembled from links to
+    track folders), each real folder visited once so that a link cycle ends."""
+    visited = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:
+            subfolders[:] = []
+            continue
+        visited.add(real)
+        for name in names:
+            yield Path(folder) / name
+
+
 def _is_audio_file(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".") and path.is_file()
 
@@ -104,7 +120,7 @@ def scan_stem_folders(root: str | Path) -> tuple[list[StemPair], list[Incomplete
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such directory; pass the folder that holds the track folders")
     pairs, incomplete = [], []
-    for folder in sorted({path.parent for path in root.rglob("*") if _is_audio_file(path)}):
+    for folder in sorted({path.parent for path in files_under(root) if _is_audio_file(path)}):
         track_id = folder.relative_to(root).as_posix()
         vocals = _stem_file(folder, VOCALS)
         accompaniment = _stem_file(folder, ACCOMPANIMENT)

@@ -49,7 +49,7 @@ from ..outputs import TEMPORARY_MARK, atomic_directory, check_output_dir
 from .cache import (CODE_PADDING, DATASET_DIR, LATENT_STATS_FILE, SHARDS_DIR, CacheLayout, CodecInfo, UnverifiedCacheWarning,
                     window_features, write_atomic, write_text_atomic)
 from .captions import read_caption_source
-from .layout import AUDIO_SUFFIXES, CAPTIONS_FILE, IncompleteFolder, scan_stem_folders
+from .layout import AUDIO_SUFFIXES, CAPTIONS_FILE, IncompleteFolder, files_under, scan_stem_folders
 from .separation import StemSeparator
 from .windows import StemWindow, WindowSettings, select_windows
 
@@ -192,7 +192,7 @@ def find_mixes(root: str | Path) -> dict[str, Path]:
     if not root.is_dir():
         raise DataError(f"{root}: no such directory; pass the folder that holds the mixes")
     mixes: dict[str, Path] = {}
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+    for path in sorted(p for p in files_under(root) if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
         track_id = path.relative_to(root).with_suffix("").as_posix()
         if track_id in mixes:
             raise DataError(f"{root}: '{mixes[track_id].name}' and '{path.name}' share the track id '{track_id}'; keep one")
