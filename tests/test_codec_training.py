@@ -145,6 +145,29 @@ def test_autoencoder_is_the_dac_model_with_per_sample_vq_losses():
     assert one.commitment[0] < ours.commitment[0] and torch.equal(one.commitment[1], ours.commitment[1])
 
 
+def test_decoder_input_share_detects_a_decoder_that_ignores_its_codes():
+    """Without biases the decoder's output is all from its input (share 1); with biases and a zeroed input layer it
+    is a fixed pattern whatever the input (the collapse: share 0 although the output is not silent)."""
+    from discodiff.codec.family import CodecModelConfig, build_codec
+    from discodiff.training.codec_task import CodecAutoencoder, decoder_input_share
+
+    model = build_codec(CodecModelConfig.from_yaml(CODEC_TINY), seed=0).model
+    audio = 0.3 * torch.randn(2, 1, 4096, generator=torch.Generator().manual_seed(1))
+    autoencoder = CodecAutoencoder(model)
+    biases = [m.bias for m in model.decoder.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))]
+    with torch.no_grad():
+        for bias in biases:
+            bias.zero_()
+        healthy = decoder_input_share(model, autoencoder(audio))
+        for bias in biases:
+            bias.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
+        torch.nn.init.zeros_(model.decoder.conv1.weight)
+        out = autoencoder(audio)
+        collapsed = decoder_input_share(model, out)
+    torch.testing.assert_close(healthy, torch.ones(2, dtype=torch.float64))
+    assert torch.all(collapsed == 0) and out.audio.abs().max() > 1e-3
+
+
 def test_dead_codes_are_restarted_from_the_batch_deterministically():
     """Entries whose usage average falls below the threshold are replaced by projected latents of the batch at a due
     step (drawn with the generator, so the same seed gives the same codebook); used entries and eval mode are untouched."""
@@ -329,7 +352,7 @@ def test_codec_trains_resumes_exports_loads_and_reconstructs(data_dir, tmp_path)
     assert final[0].keys() == final[1].keys() and all(torch.equal(final[0][k], final[1][k]) for k in final[0])
     record = validation_records(whole)[4]
     for key in ("val/mel", "val/sisdr_db", "val/commitment", "val/codebook", "val/encoder_variance",
-                "val/encoder_time_variance", "val/codebook/perplexity_0", "val/codebook/used_3",
+                "val/encoder_time_variance", "val/decoder_input_share", "val/codebook/perplexity_0", "val/codebook/used_3",
                 "val/codebook/perplexity_min", "val/codebook/used_min"):
         assert key in record and np.isfinite(record[key]), key
     assert 1.0 <= record["val/codebook/perplexity_0"] <= 64 and 0 < record["val/codebook/used_0"] <= 1

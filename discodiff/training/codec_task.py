@@ -252,6 +252,14 @@ class CodecAutoencoder(nn.Module):
         self.restarted_codes += dead.numel()
 
 
+def decoder_input_share(dac: nn.Module, out: CodecForward) -> torch.Tensor:
+    """``[B]``: energy of ``out.audio`` minus what the decoder plays from an all-zero input, over ``out.audio``'s
+    energy (about 1 or more when the output follows the codes, near 0 when it is a fixed pattern)."""
+    idle = dac.decoder(torch.zeros_like(out.latents))[..., : out.audio.shape[-1]]
+    energy = out.audio.double().square().mean(dim=(1, 2)).clamp_min(1e-20)
+    return (out.audio - idle).double().square().mean(dim=(1, 2)) / energy
+
+
 class PerSampleL1(nn.Module):
     """``dac.nn.loss.L1Loss(reduction="none")`` averaged over every dimension but the batch: ``[B]``. Its batch mean is
     the stock (``reduction="mean"``) loss, since every sample has the same shape."""
@@ -423,7 +431,9 @@ class CodecTask(TrainingTask):
     def validation_metrics(self, accelerator: Accelerator, model: nn.Module, loader: DataLoader, seed: int) -> dict[str, float]:
         """Every codebook (no dropout): the loss and its parts, SI-SDR (dB), codebook usage over all frames and the
         encoder output's variance (per channel over every frame, averaged over channels; and within each clip over
-        time, averaged over clips and channels)."""
+        time, averaged over clips and channels), and ``decoder_input_share``: the share of the output's energy that
+        changes when the decoder's input is replaced by zeros (near 0: the decoder ignores the codes and plays a fixed
+        pattern, the collapse a falling mel loss hides)."""
         dac = accelerator.unwrap_model(model).dac
         quantizers = dac.quantizer.quantizers
         usage = CodebookUsage.empty(len(quantizers), quantizers[0].codebook.num_embeddings)
@@ -437,6 +447,7 @@ class CodecTask(TrainingTask):
             parts["sisdr_db"] = self.losses.sisdr_db(out.audio, audio)
             z = out.latents.double()
             parts["encoder_time_variance"] = z.var(dim=-1).mean(dim=1)
+            parts["decoder_input_share"] = decoder_input_share(dac, out)
             for name, value in parts.items():
                 values.setdefault(name, []).append(accelerator.gather_for_metrics(value.float()))
             usage.update(accelerator.gather_for_metrics(out.codes))
