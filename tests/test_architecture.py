@@ -32,6 +32,7 @@ FORBIDDEN = {
     "config": ENTRY_POINTS | {"pipeline", "build", "data", "corpus"},
     "pipeline": ENTRY_POINTS | {"build", "data", "corpus"},
     "build": ENTRY_POINTS | {"data", "corpus"},
+    "ar": ENTRY_POINTS | {"pipeline", "build", "diffusion", "data", "corpus", "models", "config", "pretrained"},  # the AR family
     "pretrained": ENTRY_POINTS | {"data", "corpus"},  # the shipped model: above the diffusion family, below the CLI
     "training": {"cli", "bench", "evaluation", "ui"},
 }
