@@ -4,10 +4,24 @@
 - :mod:`.layers` — QK-normed self-/cross-attention (SDPA), GEGLU feed-forward, the pre-norm decoder block.
 - :mod:`.cache` — :class:`KVCache`, the preallocated key/value buffers of incremental decoding.
 - :mod:`.transformer` — :class:`ARTransformer` (diffusers ``ModelMixin`` + ``ConfigMixin``).
+- :mod:`.patterns` — the codebook patterns (:class:`DelayPattern`, :class:`FlattenPattern`, :func:`make_pattern`)
+  and :func:`align_by_time` (frames of one rate → frames of another, by time).
 """
 
 from .cache import KVCache
+from .patterns import PATTERN_NAMES, DelayPattern, FlattenPattern, align_by_time, make_pattern
 from .position import RelativePositionBias, relative_position_bucket
 from .transformer import ARTransformer, ARTransformerOutput
 
-__all__ = ["ARTransformer", "ARTransformerOutput", "KVCache", "RelativePositionBias", "relative_position_bucket"]
+__all__ = [
+    "PATTERN_NAMES",
+    "ARTransformer",
+    "ARTransformerOutput",
+    "DelayPattern",
+    "FlattenPattern",
+    "KVCache",
+    "RelativePositionBias",
+    "align_by_time",
+    "make_pattern",
+    "relative_position_bucket",
+]
