@@ -216,6 +216,34 @@ def test_resume_refuses_task_keys_that_change_what_is_computed_only():
                                                                      "task.stage"]
 
 
+def test_a_run_moved_to_another_checkout_resumes_and_exports_with_its_own_model_config_copy(tmp_path):
+    """train_config.yaml stores model.config as an absolute path; the run keeps a copy of that file, so a run moved
+    to another machine (the old path gone) still checks a resume by the model config's content and can be exported."""
+    import shutil
+
+    from discodiff.errors import TrainingError
+    from discodiff.training import TrainConfig
+    from discodiff.training.run import MODEL_CONFIG_COPY, check_resumed_config, saved_run_config, write_run_config
+
+    old_checkout = tmp_path / "old" / "configs"
+    shutil.copytree(REPO / "configs", old_checkout)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_run_config(TrainConfig.from_yaml(old_checkout / "train" / "tiny.yaml"), run_dir)
+    shutil.rmtree(tmp_path / "old")  # the machine the run started on is gone
+
+    saved = saved_run_config(run_dir)
+    assert Path(saved.model.config) == (run_dir / MODEL_CONFIG_COPY).resolve()
+    assert (run_dir / MODEL_CONFIG_COPY).read_text() == (REPO / "configs" / "tiny.yaml").read_text()
+    check_resumed_config(TrainConfig.from_yaml(TINY), run_dir)  # the same model from this checkout: accepted
+
+    other = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", other)
+    (other / "tiny.yaml").write_text((other / "tiny.yaml").read_text().replace("layers_per_block: 1", "layers_per_block: 2", 1))
+    with pytest.raises(TrainingError, match="model.config"):
+        check_resumed_config(TrainConfig.from_yaml(other / "train" / "tiny.yaml"), run_dir)
+
+
 def test_training_samples_and_the_pipeline_build_the_same_conditions():
     """StageModel.conditions (the training forward and training samples) equals DiscoDiffPipeline.conditions for the
     same prompt and vocal: one assembly of (text, the stage's vocal tokens)."""

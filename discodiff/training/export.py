@@ -23,8 +23,7 @@ from discodiff.outputs import check_output_dir
 from discodiff.pipeline_utils import PIPELINE_FILE, directory_family
 
 from .checkpoint import CHECKPOINTS_DIR, checkpoint_step, require_complete, resolve_checkpoint
-from .config import TrainConfig
-from .run import CONFIG_FILE
+from .run import CONFIG_FILE, saved_run_config
 from .state import TrainingState
 from .task import model_family, task_class
 
@@ -37,7 +36,7 @@ def export_pipeline(source: str | Path, out_dir: str | Path) -> Path:
     if not (run_dir / CONFIG_FILE).is_file():
         raise TrainingError(f"{checkpoint} is not inside a training run directory (no {run_dir / CONFIG_FILE}); "
                             "pass a run directory or one of its checkpoints/checkpoint-<step>")
-    config = TrainConfig.from_yaml(run_dir / CONFIG_FILE)
+    config = saved_run_config(run_dir)
     cls = task_class(config.model)
     for name in cls.run_files:
         if not (run_dir / name).is_file():

@@ -22,18 +22,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from discodiff.errors import ExistingWorkError, TrainingError
-from discodiff.outputs import check_output_dir
+from discodiff.outputs import atomic_file, check_output_dir
 
 from .checkpoint import CHECKPOINTS_DIR, checkpoint_step, list_checkpoints, require_complete, resolve_checkpoint
 from .config import TrainConfig
 
 CONFIG_FILE = "train_config.yaml"
+MODEL_CONFIG_COPY = "model_config.yaml"  # the model config the run started from, so it moves with the run
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
 LOGS_DIR = "logs"
 RUN_MARKERS = (CONFIG_FILE, CHECKPOINTS_DIR)  # what makes a folder a run directory
-RUN_ENTRIES = (CONFIG_FILE, METRICS_FILE, CHECKPOINTS_DIR, SAMPLES_DIR, LOGS_DIR)  # what the loop writes (+ the task's run_files)
+RUN_ENTRIES = (CONFIG_FILE, MODEL_CONFIG_COPY, METRICS_FILE, CHECKPOINTS_DIR, SAMPLES_DIR, LOGS_DIR)  # what the loop writes (+ the task's run_files)
 
 
 @dataclass
@@ -118,12 +121,46 @@ def check_resumed_config(config: TrainConfig, run_dir: Path) -> None:
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
         return
-    differences = TrainConfig.from_yaml(saved).differences(config)
+    saved_config = saved_run_config(run_dir)
+    differences = saved_config.differences(config)
+    if _same_model_config(saved_config.model.config, config.model.config):  # another checkout, another absolute path
+        differences = [d for d in differences if not d.startswith("model.config:")]
     if differences:
         allowed = ", ".join(config.resumable_keys())
         raise TrainingError(f"--resume: this config differs from the run's {saved} in {'; '.join(differences)}; "
                             f"a resumed run may change only {allowed}: resume with the saved values, or train into "
                             "a new output_dir")
+
+
+def write_run_config(config: TrainConfig, run_dir: Path) -> None:
+    """``train_config.yaml`` and, for a model built from its config, a copy of that model config (``model.config`` is
+    stored as an absolute path, which another machine or checkout does not have)."""
+    config.save(run_dir / CONFIG_FILE)
+    if config.model.config:
+        with atomic_file(run_dir / MODEL_CONFIG_COPY) as temporary:
+            temporary.write_text(Path(config.model.config).read_text())
+
+
+def saved_run_config(run_dir: Path) -> TrainConfig:
+    """The run's saved config; when its ``model.config`` path does not exist here (the run moved), the run's own copy
+    of the model config stands in for it."""
+    path, copy = run_dir / CONFIG_FILE, run_dir / MODEL_CONFIG_COPY
+    try:
+        model_config = ((yaml.safe_load(path.read_text()) or {}).get("model") or {}).get("config")
+    except (yaml.YAMLError, AttributeError):
+        model_config = None  # from_yaml names the problem
+    moved = isinstance(model_config, str) and not Path(model_config).is_file() and copy.is_file()
+    return TrainConfig.from_yaml(path, [f"model.config={copy.resolve()}"] if moved else [])
+
+
+def _same_model_config(ours: str | None, theirs: str | None) -> bool:
+    """Two ``model.config`` paths name the same model when their files hold the same YAML."""
+    if ours == theirs:
+        return True
+    try:
+        return yaml.safe_load(Path(ours).read_text()) == yaml.safe_load(Path(theirs).read_text())
+    except (OSError, TypeError, yaml.YAMLError):
+        return False
 
 
 def describe_run(run_dir: Path) -> str:

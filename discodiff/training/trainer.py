@@ -35,7 +35,7 @@ from discodiff.errors import ConfigError, DataError
 from .checkpoint import CHECKPOINTS_DIR, checkpoint_path, remove_incomplete, save_checkpoint
 from .config import TrainConfig
 from .logging import MetricsLog, log_samples, loss_by_time_bucket, write_samples
-from .run import CONFIG_FILE, LOGS_DIR, METRICS_FILE, SAMPLES_DIR, RunPlan, plan_run
+from .run import LOGS_DIR, METRICS_FILE, SAMPLES_DIR, RunPlan, plan_run, write_run_config
 from .state import TrainingState, ema_weights, new_run_id
 from .task import TrainingTask, task_class
 
@@ -152,7 +152,7 @@ class Trainer:
             for removed in plan.remove_earlier_work():
                 accelerator.print(f"removed {removed} (--overwrite)")
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            config.save(self.run_dir / CONFIG_FILE)
+            write_run_config(config, self.run_dir)
             self.task.write_run_files(self.run_dir)
             for leftover in remove_incomplete(checkpoints):
                 accelerator.print(f"removed incomplete checkpoint {leftover}")
