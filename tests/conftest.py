@@ -21,6 +21,17 @@ def tone(seconds: float, sample_rate: int = 44100, freqs=(220.0, 277.2, 329.6), 
     return torch.from_numpy(x.astype(np.float32))[None]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``), as the
+    subprocesses get (OMP_NUM_THREADS=1): on a busy 2-core machine OpenMP oversubscription makes the tiny model's
+    steps up to 100× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_codec():
     return build_tiny_codec(seed=0)

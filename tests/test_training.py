@@ -79,14 +79,7 @@ def write_synthetic_data(data_dir: Path, tracks: int = 6, seconds: float = 1.0) 
     return data_dir
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread, as the subprocesses get (OMP_NUM_THREADS=1): on a busy 2-core machine OpenMP
-    oversubscription makes the tiny model's steps up to 100× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread
 
 
 @pytest.fixture(scope="module")

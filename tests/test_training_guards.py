@@ -29,12 +29,7 @@ QUIET = ["progress=false", "logging.log_with=none", "validation.num_items=2", "v
          "validation.every=0", "samples.every=0", "data.batch_size=2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread
 
 
 @pytest.fixture

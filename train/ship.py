@@ -9,7 +9,7 @@ Without --out it writes discodiff/pretrained/bach-chorales, the model `discodiff
 import argparse
 
 from discodiff.cli.errors import run_script
-from discodiff.pretrained import shipped_model_dir
+from discodiff.pretrained import directory_bytes, shipped_model_dir
 from discodiff.pretrained.ship import ship_model
 
 
@@ -21,8 +21,7 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true", help="Replace an earlier shipped model there.")
     args = parser.parse_args()
     out = ship_model(args.model_dir, args.card, args.out, args.overwrite)
-    size = sum(path.stat().st_size for path in out.rglob("*") if path.is_file())
-    print(f"wrote {out} ({size / 2**20:.1f} MiB, checksums recorded)")
+    print(f"wrote {out} ({directory_bytes(out) / 2**20:.1f} MiB, checksums recorded)")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ is the random seed-0 tiny codec: its numbers are a floor, not a target.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 from ..cli.errors import run_script
+from . import write_json_record
 from ..codec import BACKENDS
 from ..errors import ConfigError, DataError
 
@@ -145,11 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "seconds": args.seconds, "limit": args.limit}, **report.to_dict()}
     print_report(record, args)
     if args.json:
-        from ..outputs import atomic_file
-
-        with atomic_file(Path(args.json)) as temporary:
-            temporary.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_json_record(args.json, record)
     return record
 
 

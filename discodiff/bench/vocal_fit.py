@@ -28,13 +28,13 @@ the record (the settings, both rows, and every track's scores) as well.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import warnings
 from pathlib import Path
 
 from ..cli.errors import run_script
+from . import write_json_record
 from ..errors import ConfigError, DataError
 
 MAX_SECONDS = 600.0
@@ -257,11 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     record["per_track"] = per_track
     print_report(record)
     if args.json:
-        from ..outputs import atomic_file
-
-        with atomic_file(Path(args.json)) as temporary:
-            temporary.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+        write_json_record(args.json, record)
     return record
 
 

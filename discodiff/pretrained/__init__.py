@@ -40,6 +40,11 @@ def file_records(directory: str | Path) -> dict[str, dict]:
             for path in sorted(directory.rglob("*")) if path.is_file() and path.name != CHECKSUM_FILE}
 
 
+def directory_bytes(directory: str | Path) -> int:
+    """The total size of the files under ``directory``."""
+    return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file())
+
+
 def write_checksums(directory: str | Path) -> Path:
     """Record :func:`file_records` of ``directory`` in its ``checksums.json``."""
     path = Path(directory) / CHECKSUM_FILE

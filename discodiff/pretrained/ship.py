@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError, OutputError
 from ..outputs import atomic_directory, check_output_dir
-from . import MAX_SHIPPED_BYTES, shipped_model_dir, verify_checksums, write_checksums
+from . import MAX_SHIPPED_BYTES, directory_bytes, shipped_model_dir, verify_checksums, write_checksums
 
 MODEL_MARKER = "pipeline.json"
 
@@ -40,7 +40,7 @@ def ship_model(model_dir: str | Path, card: str | Path, out_dir: str | Path | No
         pipeline.save_pretrained(build)
         shutil.copyfile(card, build / "README.md")
         write_checksums(build)
-        size = sum(path.stat().st_size for path in build.rglob("*") if path.is_file())
+        size = directory_bytes(build)
         if size > MAX_SHIPPED_BYTES:
             raise OutputError(f"the shipped model would take {size / 2**20:.1f} MiB, over the "
                               f"{MAX_SHIPPED_BYTES / 2**20:.0f} MiB the repository may carry; ship a smaller model")
