@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .call_inputs import MAX_DURATION_SECONDS, MAX_GUIDANCE
 from .codec.backends import BACKENDS
 from .codec.resolve import TINY_CODEC
 from .conditioning.text import TEXT_CONDITIONERS
@@ -20,9 +21,7 @@ from .diffusion.sampling import SCHEDULERS
 from .latents import NORMALIZE_PER
 
 TINY = TINY_CODEC  # the id of the locally built tiny codec and text encoder (codec.resolve, conditioning.resolve)
-MAX_DURATION_SECONDS = 600.0  # one window; longer outputs need long-form generation
 MAX_INFERENCE_STEPS = 1000
-MAX_GUIDANCE = 100.0
 
 
 @dataclass

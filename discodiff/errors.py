@@ -66,3 +66,23 @@ def require_module(module: str, extra: str, purpose: str):
     except ImportError as err:
         raise MissingExtraError(f"{purpose} needs the '{module}' package ({err.name or module} is missing): "
                                 f"pip install 'discodiff[{extra}]'") from err
+
+
+def first_line(err: BaseException) -> str:
+    """``Type: message`` on one line, cut to 200 characters (library messages run long), for wrapping an error."""
+    line = " ".join(part.strip() for part in str(err).split("\n") if part.strip())
+    return f"{type(err).__name__}: {line if len(line) <= 200 else line[:199] + '…'}"
+
+
+def is_integer(value) -> bool:
+    """A whole number that is not a bool (``True`` is an int in Python)."""
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """A real number that is not a bool."""
+    import numbers
+
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -14,12 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import json
-import math
-import numbers
-import os
-import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,16 +25,19 @@ import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from .audio import load_audio
+from .call_inputs import (check_duration, check_generator, check_prompts, check_scale,
+                          num_output_samples, vocal_batch)
 from .conditioning import DacLatentFeatures
-from .config import MAX_DURATION_SECONDS, MAX_GUIDANCE, MAX_INFERENCE_STEPS, CodecConfig, SamplingConfig, TextEncoderConfig
+from .config import MAX_INFERENCE_STEPS, CodecConfig, SamplingConfig, TextEncoderConfig
 from .configuration import check_types, from_dict
 from .diffusion import conditioned_denoiser, sample
 from .diffusion.objective import Denoiser
 from .diffusion.sampling import SCHEDULER_DEFAULTS, _check_compatible, check_num_steps
-from .errors import ConfigError, GenerationError, ModelDirectoryError
+from .errors import ConfigError, GenerationError, ModelDirectoryError, first_line, is_integer
 from .guidance import Conditions, Generators
 from .latents import LatentStats, merge_latents
+from .model_files import (LOAD_ERRORS, MODEL_CONFIG, REPAIR, carry_over, component_location, in_memory, inside,
+                          load_model, read_json_object)
 from .models import UNet1DConditionModel
 from .outputs import atomic_directory
 from .pipeline_utils import FAMILY_KEY, PIPELINE_FILE
@@ -47,12 +45,10 @@ from .pipeline_utils import FAMILY_KEY, PIPELINE_FILE
 FAMILY_NAME = "discodiff"
 LATENT_STATS_FILE = "latent_stats.json"
 SCHEDULER_DIR, SCHEDULER_CONFIG = "scheduler", "scheduler_config.json"
-MODEL_CONFIG, MODEL_WEIGHTS = "config.json", "diffusion_pytorch_model.safetensors"
 COMPONENTS = ("codec", "text_encoder", "primary", "secondary", "primary_vocal_encoder", "secondary_vocal_encoder",
               SCHEDULER_DIR, LATENT_STATS_FILE, PIPELINE_FILE)
 OUTPUT_TYPES = ("np", "pt", "latent")
 LONG_DURATION_FACTOR = 2.0  # warn past this multiple of the model's default duration (its training window)
-REPAIR = "re-export the model (training export or `discodiff new-model`) or copy the model directory again"
 
 
 class LongDurationWarning(UserWarning):
@@ -199,20 +195,18 @@ class DiscoDiffPipeline:
                 the secondary alone (the paper's "w/ PL").
             output_type: ``np`` / ``pt`` audio, or ``latent`` (no decoding).
         """
-        prompts = self._check_prompts(prompt)
+        prompts = check_prompts(prompt)
         sampler = self.scheduler if scheduler is None else _scheduler_named(scheduler)
         steps, text_guidance, vocal_guidance = self._check_sampling_arguments(
             num_inference_steps, text_guidance, vocal_guidance, duration, generator, len(prompts), output_type, sampler)
         if vocal is not None and not self.has_vocal_encoder:
             raise GenerationError("this model has no vocal encoder (vocal_encoder.enabled was false); sample without a vocal")
 
-        vocal_audio = self._vocal_batch(vocal, len(prompts))
+        vocal_audio = vocal_batch(vocal, len(prompts), self.codec.sample_rate, self.device)
         if vocal_audio is not None:
             num_samples = vocal_audio.shape[-1]
         else:
-            num_samples = round((self.defaults["duration"] if duration is None else duration) * self.codec.sample_rate)
-            if num_samples < 1:
-                raise GenerationError(f"duration={duration} s is shorter than one sample at {self.codec.sample_rate} Hz")
+            num_samples = num_output_samples(duration, self.defaults["duration"], self.codec.sample_rate)
         self._warn_long(num_samples / self.codec.sample_rate, "the vocal" if vocal_audio is not None else "duration")
         frames = self.codec.frames_for(num_samples)
         d = self.codec.codebook_dim
@@ -240,20 +234,6 @@ class DiscoDiffPipeline:
         return DiscoDiffPipelineOutput(audios=audio.cpu().numpy() if output_type == "np" else audio, latents=latents,
                                        sample_rate=self.sample_rate)
 
-    @staticmethod
-    def _check_prompts(prompt) -> list[str]:
-        """The prompts as a list; :class:`GenerationError` for no prompt, non-strings or only blank prompts."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise GenerationError("prompt is an empty list; pass at least one prompt")
-        wrong = next((p for p in prompts if not isinstance(p, str)), None)
-        if wrong is not None:
-            raise GenerationError(f"every prompt must be a string, got {type(wrong).__name__} {wrong!r}")
-        if not any(p.strip() for p in prompts):
-            which = "the prompt is" if len(prompts) == 1 else f"all {len(prompts)} prompts are"
-            raise GenerationError(f"{which} blank; describe the music to generate (e.g. 'a calm piano ballad')")
-        return prompts
-
     def _check_sampling_arguments(self, steps, text_guidance, vocal_guidance, duration, generator, batch_size: int,
                                   output_type: str, sampler: SchedulerMixin) -> tuple[int, float, float]:
         """Validate every scalar argument of :meth:`__call__` before any compute (None = the model's default);
@@ -261,29 +241,14 @@ class DiscoDiffPipeline:
         if output_type not in OUTPUT_TYPES:
             raise GenerationError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         steps = self.defaults["num_inference_steps"] if steps is None else steps
-        if not _is_integer(steps) or not 1 <= steps <= MAX_INFERENCE_STEPS:
+        if not is_integer(steps) or not 1 <= steps <= MAX_INFERENCE_STEPS:
             raise GenerationError(f"num_inference_steps={steps!r}: must be a whole number in 1 … {MAX_INFERENCE_STEPS} "
                                   f"(this model's default is {self.defaults['num_inference_steps']})")
         check_num_steps(sampler, steps)  # the scheduler's own limit (discrete ones: its training steps)
-        scales = []
-        for name, value in (("text_guidance", text_guidance), ("vocal_guidance", vocal_guidance)):
-            value = self.defaults[name] if value is None else value
-            if not _is_real(value) or not math.isfinite(value) or not 0 <= value <= MAX_GUIDANCE:
-                raise GenerationError(f"{name}={value!r}: must be a number in 0 … {MAX_GUIDANCE:g} "
-                                      "(1 = unguided, 0 ignores the condition)")
-            scales.append(float(value))
-        if duration is not None:
-            if not _is_real(duration) or not math.isfinite(duration) or not 0 < duration <= MAX_DURATION_SECONDS:
-                longer = (" (long-form generation does not exist yet)"
-                          if _is_real(duration) and duration > MAX_DURATION_SECONDS else "")
-                raise GenerationError(f"duration={duration!r} s: must be more than 0 and at most "
-                                      f"{MAX_DURATION_SECONDS:g} s{longer}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            if not isinstance(generator, Sequence) or not all(isinstance(g, torch.Generator) for g in generator):
-                raise GenerationError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}")
-            if len(generator) != batch_size:
-                raise GenerationError(f"got {len(generator)} generators for {batch_size} prompt(s); "
-                                      "pass one per prompt or a single generator")
+        scales = [check_scale(name, self.defaults[name] if value is None else value)
+                  for name, value in (("text_guidance", text_guidance), ("vocal_guidance", vocal_guidance))]
+        check_duration(duration)
+        check_generator(generator, batch_size)
         return int(steps), scales[0], scales[1]
 
     def _warn_long(self, seconds: float, what: str) -> None:
@@ -291,27 +256,6 @@ class DiscoDiffPipeline:
         if seconds > LONG_DURATION_FACTOR * window:
             warnings.warn(f"{what} asks for {seconds:.1f} s, more than {LONG_DURATION_FACTOR:g}× this model's "
                           f"{window:g} s training window: quality degrades past it", LongDurationWarning, stacklevel=4)
-
-    def _vocal_batch(self, vocal, batch_size: int) -> torch.Tensor | None:
-        """Vocal input → ``[B, 1, T]`` on the pipeline device (a single vocal is shared by all prompts)."""
-        if vocal is None:
-            return None
-        if isinstance(vocal, (str, Path)):
-            vocal = load_audio(vocal, sample_rate=self.codec.sample_rate, mono=True)
-        vocal = torch.as_tensor(vocal, dtype=torch.float32)
-        vocal = vocal.reshape(1, 1, -1) if vocal.ndim < 3 else vocal
-        if vocal.ndim != 3 or vocal.shape[1] != 1 or vocal.shape[0] not in (1, batch_size):
-            raise GenerationError(f"vocal must be [T], [1, T] or [{batch_size}, 1, T] mono audio, got {tuple(vocal.shape)}")
-        if vocal.shape[-1] == 0:
-            raise GenerationError("the vocal has no samples; pass a vocal recording or none")
-        seconds = vocal.shape[-1] / self.codec.sample_rate
-        if seconds > MAX_DURATION_SECONDS:
-            raise GenerationError(f"the vocal is {seconds:.1f} s long, more than the {MAX_DURATION_SECONDS:g} s one call "
-                                  "can generate (long-form generation does not exist yet); cut it into parts of at most "
-                                  f"{MAX_DURATION_SECONDS:g} s")
-        if not torch.isfinite(vocal).all():
-            raise GenerationError("the vocal holds NaN or infinite samples; pass finite audio")
-        return vocal.expand(batch_size, -1, -1).to(self.device)
 
     # --- persistence ---------------------------------------------------------------------------
 
@@ -340,7 +284,7 @@ class DiscoDiffPipeline:
                 self.secondary_vocal_encoder.save_pretrained(build / "secondary_vocal_encoder")
             self.scheduler.save_pretrained(build / SCHEDULER_DIR)
             self.latent_stats.save(build / LATENT_STATS_FILE)
-            _carry_over(directory, build, sources)
+            carry_over(directory, build, sources, COMPONENTS)
             manifest = {FAMILY_KEY: FAMILY_NAME, "sources": sources, "defaults": self.defaults,
                         "vocal_encoder": self.has_vocal_encoder}
             (build / PIPELINE_FILE).write_text(json.dumps(manifest, indent=1))
@@ -369,23 +313,23 @@ class DiscoDiffPipeline:
                 raise ModelDirectoryError(f"{manifest_path}: missing; {REPAIR}")
             raise ModelDirectoryError(f"{directory} is not a discodiff model directory (no {PIPELINE_FILE}); "
                                       "create one with `discodiff new-model` or training export")
-        manifest = _read_json_object(manifest_path, "the pipeline manifest")
+        manifest = read_json_object(manifest_path, "the pipeline manifest")
         problem = _manifest_problem(manifest)
         if problem:
             raise ModelDirectoryError(f"{manifest_path}: {problem}; {REPAIR}")
         sources = manifest["sources"]
 
-        codec_location = _component_location(directory, "codec", sources["codec"], codec)
+        codec_location = component_location(directory, "codec", sources["codec"], codec)
         codec_module = load_codec(codec_location, backend=sources["codec"]["backend"])
-        text_location = _component_location(directory, "text_encoder", sources["text_encoder"], text_encoder)
+        text_location = component_location(directory, "text_encoder", sources["text_encoder"], text_encoder)
         text_module = load_text_encoder(sources["text_encoder"]["kind"], text_location,
                                         max_length=sources["text_encoder"]["max_length"])
         for location, module in ((codec_location, codec_module), (text_location, text_module)):
-            if _inside(location, directory):
-                _in_memory(module)
-        primary = _load_model(UNet1DConditionModel, directory / "primary", "primary U-Net")
-        secondary = _load_model(UNet1DConditionModel, directory / "secondary", "secondary U-Net")
-        vocal_encoders = {f"{stage}_vocal_encoder": _load_model(VocalConditioner, directory / f"{stage}_vocal_encoder",
+            if inside(location, directory):
+                in_memory(module)
+        primary = load_model(UNet1DConditionModel, directory / "primary", "primary U-Net")
+        secondary = load_model(UNet1DConditionModel, directory / "secondary", "secondary U-Net")
+        vocal_encoders = {f"{stage}_vocal_encoder": load_model(VocalConditioner, directory / f"{stage}_vocal_encoder",
                                                                  f"{stage} vocal encoder")
                           for stage in ("primary", "secondary") if manifest["vocal_encoder"]}
         scheduler = _load_scheduler(directory / SCHEDULER_DIR)
@@ -415,59 +359,7 @@ def unet_call(unet: UNet1DConditionModel):
     return call
 
 
-def _resolve(id_or_path: str, directory: Path) -> str:
-    """A path relative to the model directory if it exists there, else the id/path unchanged."""
-    local = directory / id_or_path
-    return str(local) if not Path(id_or_path).is_absolute() and local.exists() else str(id_or_path)
-
-
-# --- validation helpers ------------------------------------------------------------------------------
-
-
-def _is_integer(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 # --- loading helpers ---------------------------------------------------------------------------------
-
-# What diffusers' ModelMixin / ConfigMixin loaders raise for damaged files: OSError (EnvironmentError: a
-# missing or unparsable file, weights it cannot read), ValueError (weights of the wrong shape, config values
-# our constructors refuse), TypeError / KeyError (config values of the wrong type), RuntimeError (torch on
-# wrong shapes; NotImplementedError for unknown schedule names). SafetensorError is added in _load_errors.
-LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, TypeError, KeyError, RuntimeError)
-
-
-def _load_errors() -> tuple[type[BaseException], ...]:
-    from safetensors import SafetensorError
-
-    return (*LOAD_ERRORS, SafetensorError)
-
-
-def _first_line(err: BaseException) -> str:
-    """``Type: message`` on one line, cut to 200 characters (library messages run long)."""
-    line = " ".join(part.strip() for part in str(err).split("\n") if part.strip())
-    return f"{type(err).__name__}: {line if len(line) <= 200 else line[:199] + '…'}"
-
-
-def _read_json_object(path: Path, what: str) -> dict:
-    """The JSON object in ``path``, or a :class:`ModelDirectoryError` naming ``path``."""
-    if not path.is_file():
-        raise ModelDirectoryError(f"{path}: missing ({what}); {REPAIR}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ModelDirectoryError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
-                                  f"{REPAIR}") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise ModelDirectoryError(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}); {REPAIR}") from err
-    if not isinstance(data, dict):
-        raise ModelDirectoryError(f"{path}: expected a JSON object, got {type(data).__name__}; {REPAIR}")
-    return data
-
 
 def _manifest_problem(manifest: dict) -> str | None:
     """What is wrong with the structure of a ``pipeline.json`` object (first problem), or None.
@@ -503,68 +395,12 @@ def _manifest_problem(manifest: dict) -> str | None:
     return None
 
 
-def _component_location(directory: Path, name: str, source: dict, override: str | None) -> str:
-    """Where to load the codec / text encoder from: ``override``, the bundled folder (which must exist), or the
-    referenced id or path (relative to the model directory when it exists there)."""
-    if override is not None:
-        return _resolve(override, directory)
-    if source.get("bundled"):
-        folder = directory / source["id"]
-        if not folder.is_dir():
-            raise ModelDirectoryError(f"{folder}: missing (the bundled {name.replace('_', ' ')} of this model); {REPAIR}")
-        return str(folder)
-    return _resolve(source["id"], directory)
-
-
-def _inside(location: str | Path, directory: Path) -> bool:
-    try:
-        return Path(location).exists() and Path(location).resolve().is_relative_to(directory.resolve())
-    except OSError:
-        return False
-
-
-def _in_memory(module: torch.nn.Module) -> torch.nn.Module:
-    """Copy every parameter and buffer into memory of its own: loaders memory-map safetensors files, and a
-    model directory that is later replaced (saving back into it) must not be read from afterwards."""
-    with torch.no_grad():
-        for tensor in itertools.chain(module.parameters(), module.buffers()):
-            tensor.data = tensor.data.clone()
-    return module
-
-
-def _check_safetensors(path: Path) -> None:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt"):
-            pass
-    except (SafetensorError, OSError) as err:
-        raise ModelDirectoryError(f"{path}: truncated or corrupt ({err}); {REPAIR}") from err
-
-
-def _load_model(model_class, folder: Path, what: str):
-    """A diffusers model (U-Net, vocal encoder) from ``folder``, checked file by file, in memory."""
-    if not folder.is_dir():
-        raise ModelDirectoryError(f"{folder}: missing (the {what}); {REPAIR}")
-    config_file, weights = folder / MODEL_CONFIG, folder / MODEL_WEIGHTS
-    _read_json_object(config_file, f"the {what}'s config")
-    if not weights.is_file():
-        raise ModelDirectoryError(f"{weights}: missing (the {what}'s weights); {REPAIR}")
-    _check_safetensors(weights)
-    try:
-        model = model_class.from_pretrained(folder, use_safetensors=True, local_files_only=True, torch_dtype=torch.float32)
-    except _load_errors() as err:
-        raise ModelDirectoryError(f"{config_file} and {weights.name} do not fit together or hold invalid values "
-                                  f"({_first_line(err)}); {REPAIR}") from err
-    return _in_memory(model)
-
-
 def _load_scheduler(folder: Path) -> SchedulerMixin:
     """The scheduler saved in ``folder``: one of the supported classes, configured for v-prediction."""
     if not folder.is_dir():
         raise ModelDirectoryError(f"{folder}: missing (the scheduler); {REPAIR}")
     config_file = folder / SCHEDULER_CONFIG
-    config = _read_json_object(config_file, "the scheduler config")
+    config = read_json_object(config_file, "the scheduler config")
     supported = {scheduler_class.__name__: scheduler_class for scheduler_class, _ in SCHEDULER_DEFAULTS.values()}
     class_name = config.get("_class_name")
     if class_name not in supported:
@@ -573,7 +409,7 @@ def _load_scheduler(folder: Path) -> SchedulerMixin:
         scheduler = supported[class_name].from_config(config)
         _check_compatible(scheduler)
     except LOAD_ERRORS as err:
-        raise ModelDirectoryError(f"{config_file}: holds invalid values ({_first_line(err)}); {REPAIR}") from err
+        raise ModelDirectoryError(f"{config_file}: holds invalid values ({first_line(err)}); {REPAIR}") from err
     return scheduler
 
 
@@ -609,29 +445,3 @@ def _check_fit(directory: Path, codec, codec_location: str, text_encoder, text_l
     if stats.codebook_dim != d or stats.channels != channels:
         raise ModelDirectoryError(f"{directory / LATENT_STATS_FILE}: statistics for {stats.channels} channels (d="
                                   f"{stats.codebook_dim}) do not fit {codec_hint.split(' is not')[0]}; {REPAIR}")
-
-
-def _carry_over(directory: Path, build: Path, sources: dict) -> None:
-    """Copy into ``build`` what an earlier ``directory`` holds besides pipeline components (hard links where
-    possible): files the user added, and folders that non-bundled ``sources`` reference by a relative path."""
-    if not directory.is_dir():
-        return
-    referenced = {Path(s["id"]).parts[0] for s in sources.values()
-                  if not s.get("bundled") and not Path(s["id"]).is_absolute() and (directory / s["id"]).exists()}
-    for entry in directory.iterdir():
-        if (build / entry.name).exists() or (entry.name in COMPONENTS and entry.name not in referenced):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, build / entry.name, symlinks=True, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(entry, build / entry.name)
-
-
-def _link_or_copy(source, target) -> None:
-    if os.path.islink(source):
-        os.symlink(os.readlink(source), target)
-        return
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)

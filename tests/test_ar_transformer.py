@@ -10,7 +10,7 @@ from discodiff.ar.layers import geglu_inner_dim
 from discodiff.errors import ConfigError, GenerationError
 
 K, V, T, CONTEXT_DIM, S = 3, 11, 13, 6, 5
-TINY = dict(n_codebooks=K, vocab_size=V, d_model=16, n_layers=2, n_heads=2, n_segments=2, max_length=32,
+TINY = dict(n_codebooks=K, vocab_size=V, d_model=16, n_layers=2, n_heads=2, condition_vocab_sizes=[4, 6], max_length=32,
             rel_buckets=8, rel_max_distance=16)
 
 
@@ -29,8 +29,9 @@ def build(**overrides) -> ARTransformer:
 def inputs(batch: int = 2, length: int = T, seed: int = 0, with_context: bool = False) -> dict:
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, V + 1, (batch, K, length), generator=generator)  # V = the empty token is valid input
-    segments = (torch.arange(length) >= 4).long().expand(batch, length).clone()  # a 4-step prefix segment, then target
-    out = dict(tokens=tokens, segments=segments)
+    conditions = torch.stack([torch.randint(0, 5, (batch, length), generator=generator),  # 4 = stream 0's null
+                              torch.randint(0, 7, (batch, length), generator=generator)], dim=1)
+    out = dict(tokens=tokens, conditions=conditions)
     if with_context:
         out["context"] = torch.randn(batch, S, CONTEXT_DIM, generator=generator)
         mask = torch.ones(batch, S, dtype=torch.bool)
@@ -101,7 +102,7 @@ def test_kv_cache_matches_full_forward(with_context, chunk):
     pointers = [buffer.data_ptr() for buffer in cache.keys + cache.values]
     pieces = []
     for start in range(0, T, chunk):
-        step = dict(tokens=kwargs["tokens"][..., start:start + chunk], segments=kwargs["segments"][:, start:start + chunk],
+        step = dict(tokens=kwargs["tokens"][..., start:start + chunk], conditions=kwargs["conditions"][..., start:start + chunk],
                     cache=cache)
         if with_context and start == 0:  # the context is projected once, on the cache's first forward
             step.update(context=kwargs["context"], context_mask=kwargs["context_mask"])
@@ -119,9 +120,9 @@ def test_kv_cache_rewind_and_errors():
     kwargs = inputs()
     full = logits(model, **kwargs)
     cache = model.new_cache(batch_size=2, max_length=T)
-    logits(model, tokens=kwargs["tokens"][..., :6], segments=kwargs["segments"][:, :6], cache=cache)
-    logits(model, tokens=kwargs["tokens"][..., :6].flip(-1), segments=kwargs["segments"][:, :6], cache=cache, start=2)
-    redo = logits(model, tokens=kwargs["tokens"][..., 2:], segments=kwargs["segments"][:, 2:], cache=cache, start=2)
+    logits(model, tokens=kwargs["tokens"][..., :6], conditions=kwargs["conditions"][..., :6], cache=cache)
+    logits(model, tokens=kwargs["tokens"][..., :6].flip(-1), conditions=kwargs["conditions"][..., :6], cache=cache, start=2)
+    redo = logits(model, tokens=kwargs["tokens"][..., 2:], conditions=kwargs["conditions"][..., 2:], cache=cache, start=2)
     assert torch.allclose(redo, full[:, :, 2:], atol=1e-5, rtol=1e-5)  # rewinding overwrites the slots by index
     with pytest.raises(GenerationError, match="too short"):
         logits(model, **inputs(length=2), cache=cache)
@@ -138,19 +139,19 @@ def test_cache_context_is_projected_once():
     model = build(context_dim=CONTEXT_DIM)
     kwargs = inputs(with_context=True)
     cache = model.new_cache(2)
-    logits(model, tokens=kwargs["tokens"][..., :2], segments=kwargs["segments"][:, :2], cache=cache,
+    logits(model, tokens=kwargs["tokens"][..., :2], conditions=kwargs["conditions"][..., :2], cache=cache,
            context=kwargs["context"], context_mask=kwargs["context_mask"])
     keys = cache.context_keys[0]
-    logits(model, tokens=kwargs["tokens"][..., 2:3], segments=kwargs["segments"][:, 2:3], cache=cache,
+    logits(model, tokens=kwargs["tokens"][..., 2:3], conditions=kwargs["conditions"][..., 2:3], cache=cache,
            context=kwargs["context"], context_mask=kwargs["context_mask"])  # the same tensor may be passed again
     assert cache.context_keys[0] is keys
     with pytest.raises(GenerationError, match="another context"):
-        logits(model, tokens=kwargs["tokens"][..., 3:4], segments=kwargs["segments"][:, 3:4], cache=cache,
+        logits(model, tokens=kwargs["tokens"][..., 3:4], conditions=kwargs["conditions"][..., 3:4], cache=cache,
                context=kwargs["context"].clone())
     late = model.new_cache(2)
-    logits(model, tokens=kwargs["tokens"][..., :2], segments=kwargs["segments"][:, :2], cache=late)
+    logits(model, tokens=kwargs["tokens"][..., :2], conditions=kwargs["conditions"][..., :2], cache=late)
     with pytest.raises(GenerationError, match="first forward"):
-        logits(model, tokens=kwargs["tokens"][..., 2:3], segments=kwargs["segments"][:, 2:3], cache=late,
+        logits(model, tokens=kwargs["tokens"][..., 2:3], conditions=kwargs["conditions"][..., 2:3], cache=late,
                context=kwargs["context"])
 
 
@@ -169,19 +170,23 @@ def test_input_errors_are_named():
     too_high = good["tokens"].clone()
     too_high[0, 1, 2] = V + 1
     with pytest.raises(GenerationError, match=r"token ids must be in 0 … 11.*to 12"):
-        model(tokens=too_high, segments=good["segments"])
+        model(tokens=too_high, conditions=good["conditions"])
     with pytest.raises(GenerationError, match="token ids"):
-        model(tokens=good["tokens"] - 1, segments=good["segments"])
+        model(tokens=good["tokens"] - 1, conditions=good["conditions"])
     with pytest.raises(GenerationError, match="max_length=32"):
         model(**inputs(length=TINY["max_length"] + 1))
     with pytest.raises(GenerationError, match=r"2 codebooks.*n_codebooks=3"):
-        model(tokens=good["tokens"][:, :2], segments=good["segments"])
+        model(tokens=good["tokens"][:, :2], conditions=good["conditions"])
     with pytest.raises(GenerationError, match="integer tensor"):
-        model(tokens=good["tokens"].float(), segments=good["segments"])
-    with pytest.raises(GenerationError, match="segment ids"):
-        model(tokens=good["tokens"], segments=good["segments"] + 1)
-    with pytest.raises(GenerationError, match="segments"):
+        model(tokens=good["tokens"].float(), conditions=good["conditions"])
+    with pytest.raises(GenerationError, match=r"condition stream 1 ids must be in 0 … 6"):
+        model(tokens=good["tokens"], conditions=good["conditions"].clamp(max=4) + torch.tensor([0, 3])[None, :, None])
+    with pytest.raises(GenerationError, match=r"conditions \[B, 2, T\] are required"):
         model(tokens=good["tokens"])
+    with pytest.raises(GenerationError, match=r"integer tensor \[2, 2, 13\]"):
+        model(tokens=good["tokens"], conditions=good["conditions"][:, :1])
+    with pytest.raises(GenerationError, match="no condition streams"):
+        build(condition_vocab_sizes=[])(**good)
     with pytest.raises(GenerationError, match="context must be"):
         model(**good, context=torch.zeros(2, S, CONTEXT_DIM + 1))
     with pytest.raises(GenerationError, match="no cross-attention"):
@@ -190,6 +195,20 @@ def test_input_errors_are_named():
         ARTransformer(**{**TINY, "n_heads": 3})
     with pytest.raises(ConfigError, match="n_codebooks"):
         ARTransformer(**{**TINY, "n_codebooks": 0})
+
+
+def test_condition_streams_are_added_per_step_and_causally():
+    """Changing stream c at step t changes the logits of step t (and later), never earlier ones; the null id is a
+    condition of its own."""
+    model = build()
+    kwargs = inputs()
+    before = logits(model, **kwargs)
+    for stream, null in enumerate(model.condition_null_ids):
+        changed = kwargs["conditions"].clone()
+        changed[:, stream, 7] = null if int(changed[0, stream, 7]) != null else 0
+        after = logits(model, **{**kwargs, "conditions": changed})
+        assert torch.equal(after[..., :7, :], before[..., :7, :])
+        assert not torch.allclose(after[..., 7, :], before[..., 7, :])
 
 
 def test_padded_context_positions_do_not_matter():
@@ -208,7 +227,7 @@ def test_empty_context_row_means_no_text():
     kwargs = inputs(with_context=True)
     kwargs["context_mask"][1] = False
     with_empty = logits(model, **kwargs)
-    without = logits(model, tokens=kwargs["tokens"], segments=kwargs["segments"])
+    without = logits(model, tokens=kwargs["tokens"], conditions=kwargs["conditions"])
     assert torch.isfinite(with_empty).all()
     assert torch.equal(with_empty[1], without[1])
     assert not torch.allclose(with_empty[0], without[0])

@@ -290,7 +290,7 @@ def test_range_is_in_the_message(pipeline, no_compute):
 
 
 def test_too_long_vocal_is_refused(pipeline, no_compute, monkeypatch):
-    monkeypatch.setattr("discodiff.pipeline.MAX_DURATION_SECONDS", 0.5)
+    monkeypatch.setattr("discodiff.call_inputs.MAX_DURATION_SECONDS", 0.5)
     with pytest.raises(GenerationError, match="long-form generation does not exist yet"):
         pipeline("organ", vocal=tone(0.6), **FAST)
     assert no_compute == []

@@ -1,11 +1,10 @@
 """The decoder-only transformer of the AR family: codec (or semantic) tokens ``[B, K, T]`` → logits ``[B, K, T, V]``.
 
-Layout: per-codebook input embeddings summed per time step, plus a segment embedding per conditioning source
-→ ``n_layers`` pre-norm blocks (:class:`~discodiff.ar.layers.DecoderBlock`: causal self-attention with QK-norm and
+Layout: per-codebook input embeddings summed per time step, plus one embedding per time-aligned condition stream
+(each conditioning source has its own table) → ``n_layers`` pre-norm blocks (:class:`~discodiff.ar.layers.DecoderBlock`: causal self-attention with QK-norm and
 the T5 relative position bias, optional cross-attention to a text context, GEGLU feed-forward) → RMSNorm → one
 output head per codebook. One relative-bias table (32 causal buckets) is shared by every layer; there are no
-absolute positions, so a segment of the sequence (e.g. the vocal semantic prefix) is told apart from another by
-its segment embedding alone.
+absolute positions.
 
 **Codebook patterns.** Summing the ``K`` embeddings of a time step and predicting ``K`` tokens per step is what
 MusicGen's delay pattern needs (codebook ``k`` shifted right by ``k`` steps, the holes filled with
@@ -15,10 +14,19 @@ feeds the flattened stream. Building the patterns is not this module's job.
 **Text by cross-attention, not as a prefix** (MusicGen's choice). A prefix of 100+ text tokens would lengthen
 every self-attention of every sampled step by that much, in compute and in KV-cache memory, and would spend
 positions of ``max_length`` and of the relative-bias range on text. Cross-attention keys and values of the text
-are computed once per cache (:class:`~discodiff.ar.cache.KVCache`) and reused by every step. Time-aligned
-conditions (the vocal's semantic tokens) do go in the sequence as a prefix segment: they are short, made of tokens
-of the same kind, and the model must align them by position. A row whose context has no valid token (all-False
+are computed once per cache (:class:`~discodiff.ar.cache.KVCache`) and reused by every step. A row whose context has no valid token (all-False
 mask) gets no cross-attention contribution, so "no text" for classifier-free guidance is an empty mask.
+
+**Time-aligned conditions as summed streams, not as a prefix.** HAFM puts the vocal's semantic tokens before the
+target as a prefix segment. With a relative position bias only, a target step then finds "its" prefix token at an
+offset of (prefix length − its own position + …) steps: hundreds of steps away for a few seconds of audio, where T5's
+log-spaced buckets are tens of steps wide or all one bucket past ``rel_max_distance``. The model cannot locate the
+aligned frame by position, and the prefix doubles every sequence. So a condition that is aligned in time (the vocal's
+semantic tokens, the accompaniment's semantic tokens for the coarse stage, the coarse codes for the fine stage) is
+resampled to the target's steps by time (:func:`~discodiff.ar.patterns.align_by_time`) and its embedding is added at
+each step (``conditions [B, C, T]``, one table per stream; id ``vocab`` of a stream is its learned null, the dropped
+condition of classifier-free guidance). The stream is known in full before sampling starts, so the causal model sees
+each condition at the step that predicts its frame.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ class ARTransformerOutput(BaseOutput):
 
 
 class ARTransformer(ModelMixin, ConfigMixin):
-    """Decoder-only transformer over ``K`` parallel token streams with segment embeddings and optional text
+    """Decoder-only transformer over ``K`` parallel token streams with time-aligned condition streams and optional text
     cross-attention; incremental decoding through a preallocated :class:`KVCache`.
 
     Args:
@@ -57,7 +65,8 @@ class ARTransformer(ModelMixin, ConfigMixin):
         d_model: residual width.
         n_layers: decoder blocks.
         n_heads: attention heads (must divide ``d_model``).
-        n_segments: segment embeddings, one per conditioning source (e.g. 0 = vocal semantic prefix, 1 = target).
+        condition_vocab_sizes: one entry per time-aligned condition stream: its vocabulary; id ``vocab`` of the
+            stream is its learned null (empty list = no condition streams).
         context_dim: width of the text context for cross-attention; 0 or None = no cross-attention.
         max_length: the most positions (time steps) one sequence may have.
         rel_buckets: buckets of the causal T5 relative position bias.
@@ -75,7 +84,7 @@ class ARTransformer(ModelMixin, ConfigMixin):
         d_model: int = 512,
         n_layers: int = 8,
         n_heads: int = 8,
-        n_segments: int = 2,
+        condition_vocab_sizes: tuple[int, ...] | list[int] = (),
         context_dim: int | None = None,
         max_length: int = 2048,
         rel_buckets: int = 32,
@@ -84,10 +93,15 @@ class ARTransformer(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         positive = dict(n_codebooks=n_codebooks, vocab_size=vocab_size, d_model=d_model, n_layers=n_layers,
-                        n_heads=n_heads, n_segments=n_segments, max_length=max_length)
+                        n_heads=n_heads, max_length=max_length)
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"ARTransformer {name} must be a positive integer, got {value!r}")
+        condition_vocab_sizes = list(condition_vocab_sizes)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in condition_vocab_sizes):
+            raise ConfigError(
+                f"ARTransformer condition_vocab_sizes must be positive integers (one per stream), got {condition_vocab_sizes!r}"
+            )
         if d_model % n_heads:
             raise ConfigError(f"ARTransformer n_heads={n_heads} must divide d_model={d_model}")
         if context_dim is not None and (not isinstance(context_dim, int) or context_dim < 0):
@@ -107,7 +121,9 @@ class ARTransformer(ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
         # one table for all codebooks: codebook k's token t is row k·(V+1) + t; row k·(V+1) + V is its empty token
         self.token_embedding = nn.Embedding(n_codebooks * (vocab_size + 1), d_model)
-        self.segment_embedding = nn.Embedding(n_segments, d_model)
+        # one table for all condition streams: stream c's id i is row offset_c + i; row offset_c + vocab_c is its null
+        self.condition_embedding = nn.Embedding(sum(v + 1 for v in condition_vocab_sizes), d_model) \
+            if condition_vocab_sizes else None
         self.position_bias = RelativePositionBias(n_heads, rel_buckets, rel_max_distance)
         self.blocks = nn.ModuleList(DecoderBlock(d_model, n_heads, context_dim, dropout) for _ in range(n_layers))
         self.norm_out = nn.RMSNorm(d_model, eps=NORM_EPS)
@@ -140,6 +156,11 @@ class ARTransformer(ModelMixin, ConfigMixin):
         return self.config.vocab_size
 
     @property
+    def condition_null_ids(self) -> list[int]:
+        """Per condition stream, the id of its learned null (its vocabulary size): a dropped condition."""
+        return list(self.config.condition_vocab_sizes)
+
+    @property
     def head_dim(self) -> int:
         return self.config.d_model // self.config.n_heads
 
@@ -164,7 +185,7 @@ class ARTransformer(ModelMixin, ConfigMixin):
     def forward(
         self,
         tokens: torch.Tensor,
-        segments: torch.Tensor | None = None,
+        conditions: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
@@ -175,8 +196,8 @@ class ARTransformer(ModelMixin, ConfigMixin):
 
         Args:
             tokens: ``[B, K, T]`` integer ids in ``0 … vocab_size`` (``vocab_size`` = :attr:`empty_token_id`).
-            segments: ``[B, T]`` integer segment ids in ``0 … n_segments−1``; None = segment 0 (only allowed when
-                ``n_segments == 1``).
+            conditions: ``[B, C, T]`` integer ids of the ``C`` time-aligned condition streams at these positions, stream
+                ``c`` in ``0 … condition_vocab_sizes[c]`` (the last = its learned null); None for a model without streams.
             context: ``[B, S, context_dim]`` text context (models with cross-attention); None = no text. With a
                 cache, pass it on the cache's first forward (its keys/values are then kept) and afterwards either
                 the same tensor or None.
@@ -188,7 +209,7 @@ class ARTransformer(ModelMixin, ConfigMixin):
             return_dict: return :class:`ARTransformerOutput` (else a 1-tuple).
         """
         batch_size, length = self._check_tokens(tokens)
-        segments = self._check_segments(segments, batch_size, length, tokens.device)
+        conditions = self._check_conditions(conditions, batch_size, length)
         if cache is not None:
             if cache.n_layers != self.config.n_layers or cache.batch_size != batch_size:
                 raise GenerationError(
@@ -209,7 +230,8 @@ class ARTransformer(ModelMixin, ConfigMixin):
 
         offsets = torch.arange(self.config.n_codebooks, device=tokens.device) * (self.config.vocab_size + 1)
         hidden = self.token_embedding(tokens + offsets[None, :, None]).sum(dim=1)  # [B, T, D]
-        hidden = hidden + self.segment_embedding(segments)
+        if conditions is not None:
+            hidden = hidden + self.condition_embedding(conditions + self._condition_offsets(tokens.device)[None, :, None]).sum(1)
 
         queries = torch.arange(start, start + length, device=tokens.device)
         keys = torch.arange(0, start + length, device=tokens.device) if cache is not None else queries
@@ -251,24 +273,32 @@ class ARTransformer(ModelMixin, ConfigMixin):
             )
         return batch_size, length
 
-    def _check_segments(self, segments: torch.Tensor | None, batch_size: int, length: int, device) -> torch.Tensor:
-        n_segments = self.config.n_segments
-        if segments is None:
-            if n_segments > 1:
-                raise GenerationError(
-                    f"segments [B, T] are required: the model has n_segments={n_segments} conditioning sources"
-                )
-            return torch.zeros(batch_size, length, dtype=torch.long, device=device)
-        if segments.shape != (batch_size, length) or segments.dtype.is_floating_point:
-            raise GenerationError(
-                f"segments must be integer [{batch_size}, {length}] like tokens' [B, T], got {tuple(segments.shape)}"
-            )
-        low, high = segments.min().item(), segments.max().item()
-        if low < 0 or high >= n_segments:
-            raise GenerationError(
-                f"segment ids must be in 0 … {n_segments - 1} (n_segments={n_segments}), got {low} … {high}"
-            )
-        return segments
+    def _condition_offsets(self, device) -> torch.Tensor:
+        sizes = torch.tensor([0] + [v + 1 for v in self.config.condition_vocab_sizes[:-1]], device=device)
+        return sizes.cumsum(0)
+
+    def _check_conditions(self, conditions: torch.Tensor | None, batch_size: int, length: int) -> torch.Tensor | None:
+        sizes = list(self.config.condition_vocab_sizes)
+        if conditions is None:
+            if sizes:
+                raise GenerationError(f"conditions [B, {len(sizes)}, T] are required: the model has {len(sizes)} "
+                                      "time-aligned condition streams (pass each stream's null id to drop one)")
+            return None
+        if not sizes:
+            raise GenerationError("conditions were given, but the model has no condition streams "
+                                  "(condition_vocab_sizes is empty)")
+        integer = isinstance(conditions, torch.Tensor) and not (conditions.dtype.is_floating_point or conditions.dtype.is_complex)
+        if not integer or tuple(conditions.shape) != (batch_size, len(sizes), length):
+            shape = tuple(conditions.shape) if isinstance(conditions, torch.Tensor) else type(conditions).__name__
+            raise GenerationError(f"conditions must be an integer tensor [{batch_size}, {len(sizes)}, {length}] (B, streams, "
+                                  f"T like tokens), got {shape}")
+        low = conditions.amin(dim=(0, 2))
+        high = conditions.amax(dim=(0, 2))
+        for stream, size in enumerate(sizes):
+            if low[stream] < 0 or high[stream] > size:
+                raise GenerationError(f"condition stream {stream} ids must be in 0 … {size} ({size} = its null), got "
+                                      f"{int(low[stream])} … {int(high[stream])}")
+        return conditions.long()
 
     def _context(
         self, context: torch.Tensor | None, mask: torch.Tensor | None, batch_size: int, cache: KVCache | None

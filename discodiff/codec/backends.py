@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..errors import CodecError
+from ..errors import CodecError, first_line
 
 BACKENDS = ("transformers", "descript")
 DEFAULT_CODEC = "descript/dac_44khz"
@@ -91,7 +91,7 @@ def load_local_transformers_dac(directory: Path) -> nn.Module:
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError, *_strict_config_errors()) as err:
         # RuntimeError: weight shapes that do not fit config.json; TypeError/ValueError: malformed config values
         raise CodecError(f"{config_file} and {weights[0].name} do not fit together or are damaged "
-                         f"({_first_line(err)}); {LOCAL_DAC_FIX}") from err
+                         f"({first_line(err)}); {LOCAL_DAC_FIX}") from err
 
 
 def _strict_config_errors() -> tuple[type[Exception], ...]:
@@ -101,12 +101,6 @@ def _strict_config_errors() -> tuple[type[Exception], ...]:
     except ImportError:  # huggingface_hub < 1.0
         return ()
     return (StrictDataclassError,)
-
-
-def _first_line(err: BaseException) -> str:
-    """``Type: message`` on one line, cut to 200 characters (library messages run long)."""
-    line = " ".join(part.strip() for part in str(err).split("\n") if part.strip())
-    return f"{type(err).__name__}: {line if len(line) <= 200 else line[:199] + '…'}"
 
 
 def spec_from_transformers_config(config) -> CodecSpec:
@@ -146,7 +140,7 @@ def load_descript_dac(path_or_type: str | Path) -> tuple[nn.Module, CodecSpec]:
     try:
         model = dac.DAC.load(str(location))
     except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as err:
-        raise CodecError(f"{location}: not a loadable descript DAC checkpoint, truncated or corrupt ({_first_line(err)}); "
+        raise CodecError(f"{location}: not a loadable descript DAC checkpoint, truncated or corrupt ({first_line(err)}); "
                          "download it again or pass another .pth with --codec file.pth") from err
     return model, spec_from_descript_model(model)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import numbers
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import CodecError
+from ..errors import CodecError, is_real
 from .backends import DEFAULT_CODEC, CodecSpec, load_backend, spec_from_descript_model, spec_from_transformers_config
 
 DEFAULT_CHUNK_SECONDS = 30.0
@@ -34,17 +33,13 @@ MIN_CHUNK_SECONDS = 1.0  # shorter chunks multiply the overlap work (one-frame c
 def check_chunking(chunk_seconds: float | None, context_seconds: float) -> None:
     """Raise :class:`CodecError` unless ``chunk_seconds`` is None (whole signal) or a finite number of at
     least :data:`MIN_CHUNK_SECONDS`, and ``context_seconds`` a finite number >= 0."""
-    if chunk_seconds is not None and (not _is_real(chunk_seconds) or not math.isfinite(chunk_seconds)
+    if chunk_seconds is not None and (not is_real(chunk_seconds) or not math.isfinite(chunk_seconds)
                                       or chunk_seconds < MIN_CHUNK_SECONDS):
         raise CodecError(f"chunk_seconds={chunk_seconds!r}: must be at least {MIN_CHUNK_SECONDS:g} s "
                          f"(default {DEFAULT_CHUNK_SECONDS:g}), or None to process the whole signal at once")
-    if not _is_real(context_seconds) or not math.isfinite(context_seconds) or context_seconds < 0:
+    if not is_real(context_seconds) or not math.isfinite(context_seconds) or context_seconds < 0:
         raise CodecError(f"context_seconds={context_seconds!r}: must be a finite number of seconds >= 0 "
                          f"(default {DEFAULT_CONTEXT_SECONDS:g})")
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class DacCodec(nn.Module):

@@ -23,7 +23,7 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import nn
 
-from ..errors import ConditioningError
+from ..errors import ConditioningError, first_line
 
 DEFAULT_T5 = "google/flan-t5-large"
 DEFAULT_CLAP = "laion/larger_clap_music"
@@ -56,12 +56,6 @@ def _local_load_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # huggingface_hub < 1.0 has no strict dataclasses
         return (*LOCAL_LOAD_ERRORS, SafetensorError)
     return (*LOCAL_LOAD_ERRORS, SafetensorError, StrictDataclassError)
-
-
-def _first_line(err: BaseException) -> str:
-    """``Type: message`` on one line, cut to 200 characters (library messages run long)."""
-    line = " ".join(part.strip() for part in str(err).split("\n") if part.strip())
-    return f"{type(err).__name__}: {line if len(line) <= 200 else line[:199] + '…'}"
 
 
 def check_local_directory(directory: Path) -> dict:
@@ -133,7 +127,7 @@ def load_or_raise(load: Callable[..., Loaded], id_or_path: str, what: str, files
         except _local_load_errors() as err:
             where = " and ".join(str(Path(id_or_path) / file) for file in files) or id_or_path
             raise ConditioningError(f"{where}: {what} cannot be loaded, damaged or inconsistent "
-                                    f"({_first_line(err)}); {LOCAL_FIX}") from err
+                                    f"({first_line(err)}); {LOCAL_FIX}") from err
     try:
         try:  # the local cache first: no network round trips when the files are already here
             return load(id_or_path, local_files_only=True)
