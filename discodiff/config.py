@@ -13,32 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .call_inputs import MAX_DURATION_SECONDS, MAX_GUIDANCE
-from .codec.backends import BACKENDS
-from .codec.resolve import TINY_CODEC
-from .conditioning.text import TEXT_CONDITIONERS
+from .codec.resolve import TINY_CODEC, CodecConfig
+from .conditioning.resolve import TextEncoderConfig
 from .configuration import bounded, load_config
 from .diffusion.sampling import SCHEDULERS
 from .latents import NORMALIZE_PER
 
 TINY = TINY_CODEC  # the id of the locally built tiny codec and text encoder (codec.resolve, conditioning.resolve)
 MAX_INFERENCE_STEPS = 1000
-
-
-@dataclass
-class CodecConfig:
-    """``id``: hub id, local dir, ``.pth`` (``backend: descript``) or ``tiny`` (built locally, random)."""
-
-    id: str = "descript/dac_44khz"
-    backend: str = bounded("transformers", choices=BACKENDS)
-
-
-@dataclass
-class TextEncoderConfig:
-    """``kind``: ``t5`` (Flan-T5 encoder) or ``clap``; ``id``: hub id, local dir, or ``tiny``."""
-
-    kind: str = bounded("t5", choices=tuple(TEXT_CONDITIONERS))
-    id: str = "google/flan-t5-large"
-    max_length: int = bounded(128, low=1, high=4096)
 
 
 @dataclass

@@ -7,6 +7,7 @@ Every error is a :class:`~discodiff.errors.ModelDirectoryError` naming the file 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelDirectoryError, first_line
+from .configuration import check_types, from_dict
+from .errors import ConfigError, ModelDirectoryError, first_line
 
 REPAIR = "re-export the model (training export or `discodiff new-model`) or copy the model directory again"
 MODEL_CONFIG, MODEL_WEIGHTS = "config.json", "diffusion_pytorch_model.safetensors"
@@ -54,6 +56,26 @@ def read_json_object(path: Path, what: str) -> dict:
     if not isinstance(data, dict):
         raise ModelDirectoryError(f"{path}: expected a JSON object, got {type(data).__name__}; {REPAIR}")
     return data
+
+
+def sections_problem(sections: Iterable[tuple[str, type, object]], where: str) -> str | None:
+    """The first problem of manifest ``sections`` — ``(name, dataclass schema, values)`` — checked against their
+    config schemas (every field present, typed and in range; an optional ``bundled`` flag), or None. A model
+    directory so obeys the same types and ranges as the config it was built from."""
+    for section, schema, values in sections:
+        if not isinstance(values, dict):
+            return f"{section} must be an object, got {values!r}"
+        values = dict(values)
+        if not isinstance(values.pop("bundled", False), bool):
+            return f"{section}.bundled must be true or false, got {values and values.get('bundled')!r}"
+        absent = [f.name for f in dataclasses.fields(schema) if f.name not in values]
+        if absent:
+            return f"{section}.{absent[0]} is missing"
+        try:
+            check_types(from_dict(schema, values, where, f"{section}."), where, f"{section}.", parse_text=False)
+        except ConfigError as err:
+            return str(err).removeprefix(f"{where}: ")
+    return None
 
 
 def component_location(directory: Path, name: str, source: dict, override: str | None) -> str:

@@ -13,7 +13,6 @@ without one, the vocal context is the learned null in every row.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import warnings
 from collections.abc import Sequence
@@ -29,15 +28,14 @@ from .call_inputs import (check_duration, check_generator, check_prompts, check_
                           num_output_samples, vocal_batch)
 from .conditioning import DacLatentFeatures
 from .config import MAX_INFERENCE_STEPS, CodecConfig, SamplingConfig, TextEncoderConfig
-from .configuration import check_types, from_dict
 from .diffusion import conditioned_denoiser, sample
 from .diffusion.objective import Denoiser
 from .diffusion.sampling import SCHEDULER_DEFAULTS, _check_compatible, check_num_steps
-from .errors import ConfigError, GenerationError, ModelDirectoryError, first_line, is_integer
+from .errors import GenerationError, ModelDirectoryError, first_line, is_integer
 from .guidance import Conditions, Generators
 from .latents import LatentStats, merge_latents
 from .model_files import (LOAD_ERRORS, MODEL_CONFIG, REPAIR, carry_over, component_location, in_memory, inside,
-                          load_model, read_json_object)
+                          load_model, read_json_object, sections_problem)
 from .models import UNet1DConditionModel
 from .outputs import atomic_directory
 from .pipeline_utils import FAMILY_KEY, PIPELINE_FILE
@@ -379,20 +377,7 @@ def _manifest_problem(manifest: dict) -> str | None:
         return f"sources must be an object with codec and text_encoder, got {sources!r}"
     sections = [(f"sources.{name}", schema, sources.get(name)) for name, schema in
                 (("codec", CodecConfig), ("text_encoder", TextEncoderConfig))] + [("defaults", SamplingConfig, defaults)]
-    for section, schema, values in sections:
-        if not isinstance(values, dict):
-            return f"{section} must be an object, got {values!r}"
-        values = dict(values)
-        if not isinstance(values.pop("bundled", False), bool):
-            return f"{section}.bundled must be true or false, got {values and values.get('bundled')!r}"
-        absent = [f.name for f in dataclasses.fields(schema) if f.name not in values]
-        if absent:
-            return f"{section}.{absent[0]} is missing"
-        try:
-            check_types(from_dict(schema, values, PIPELINE_FILE, f"{section}."), PIPELINE_FILE, f"{section}.", parse_text=False)
-        except ConfigError as err:
-            return str(err).removeprefix(f"{PIPELINE_FILE}: ")
-    return None
+    return sections_problem(sections, PIPELINE_FILE)
 
 
 def _load_scheduler(folder: Path) -> SchedulerMixin:

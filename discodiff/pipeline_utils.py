@@ -32,7 +32,8 @@ from .errors import ConfigError, ModelDirectoryError
 PIPELINE_FILE = "pipeline.json"
 FAMILY_KEY = "family"
 DEFAULT_FAMILY = "discodiff"
-BUILTIN_FAMILIES = {"discodiff": "discodiff.build:FAMILY", "codec": "discodiff.codec.family:FAMILY"}
+BUILTIN_FAMILIES = {"discodiff": "discodiff.build:FAMILY", "codec": "discodiff.codec.family:FAMILY",
+                    "ar": "discodiff.ar.build:FAMILY"}
 
 
 @dataclass(frozen=True)
@@ -73,15 +74,18 @@ class Family:
             raise ConfigError(f"{what} is a '{self.name}' model, which does not generate music from prompts; "
                               "sample from a generative model (e.g. one from `discodiff new-model` or training export)")
 
-    def check_options(self, options: dict[str, Any], kind: str = "sample", labels: dict[str, str] | None = None) -> None:
+    def check_options(self, options: dict[str, Any], kind: str = "sample", labels: dict[str, str] | None = None,
+                      flags_only: Sequence[str] | None = None) -> None:
         """Refuse options (given, i.e. not None) that this family's pipeline does not take, naming them as the user
-        spelt them (``labels``: option name → flag; default ``--option-name``)."""
+        spelt them (``labels``: option name → flag; default ``--option-name``); the accepted ones listed are those
+        in ``flags_only`` when given (the options a front end has flags for)."""
         allowed = self.sample_options if kind == "sample" else self.load_options
+        listed = [name for name in allowed if flags_only is None or name in flags_only]
         unknown = [name for name, value in options.items() if value is not None and name not in allowed]
         if unknown:
             def flag(name: str) -> str:
                 return (labels or {}).get(name, f"--{name.replace('_', '-')}")
-            accepted = ", ".join(flag(name) for name in allowed) or "none"
+            accepted = ", ".join(flag(name) for name in listed) or "none"
             raise ConfigError(f"{', '.join(flag(name) for name in unknown)}: not an option of the '{self.name}' family "
                               f"(its {kind} options: {accepted})")
 

@@ -20,6 +20,8 @@ ONLY = {
     "guidance": {"errors"},
     "pipeline_utils": {"errors", "configuration"},
     "spectrogram": {"outputs"},
+    "model_files": {"errors", "configuration"},
+    "call_inputs": {"errors", "audio"},
 }
 FORBIDDEN = {
     "codec": ENTRY_POINTS | {"models", "diffusion", "pipeline", "build", "data", "corpus", "conditioning"},

@@ -12,8 +12,8 @@
   (:meth:`~SemanticTokenizer.assign`), saved as safetensors with a JSON metadata header.
 
 The self-supervised extractors of the anchors — HuBERT layer 9 at 50 Hz (HAFM) and MERT layer 7 (Llambada),
-through ``transformers`` with tiny random configs offline — are planned for this module and follow the same
-protocol; they are not written yet.
+through ``transformers`` with tiny random configs offline — follow the same protocol in
+:mod:`discodiff.ar.ssl_features` (:class:`~discodiff.ar.ssl_features.SSLFeatures`, ``load_ssl_features``).
 """
 
 from __future__ import annotations

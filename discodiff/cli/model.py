@@ -18,6 +18,8 @@ MODEL_MARKER = "pipeline.json"
 MIN_DURATION_SECONDS = 0.05
 MAX_SEED = 2**63 - 1
 MAX_BATCH_SIZE = 256
+# the pipeline options `sample` has flags for (an error about a family's options lists only these)
+CLI_SAMPLE_FLAGS = ("num_inference_steps", "text_guidance", "vocal_guidance", "scheduler", "temperature", "top_k", "top_p")
 
 
 def new_model(
@@ -102,7 +104,12 @@ def sample(
                                         help="Text guidance scale; 1 = no guidance, 0 = ignore the prompt [default: the model's]."),
     vocal_guidance: float = typer.Option(None, min=0.0, max=MAX_GUIDANCE,
                                          help="Vocal guidance scale; 1 = no guidance, 0 = ignore the vocal [default: the model's]."),
-    scheduler: str = typer.Option(None, help=f"Sampler: {', '.join(SCHEDULERS)} [default: the model's]."),
+    scheduler: str = typer.Option(None, help=f"Sampler: {', '.join(SCHEDULERS)} [default: the model's] (diffusion models)."),
+    temperature: float = typer.Option(None, min=0.01, max=10.0,
+                                      help="Sampling temperature of AR models [default: the model's]."),
+    top_k: int = typer.Option(None, "--top-k", min=0, help="Keep the k most likely tokens, 0 = all (AR models) [default: the model's]."),
+    top_p: float = typer.Option(None, "--top-p", min=0.01, max=1.0,
+                                help="Nucleus sampling mass, 1 = off (AR models) [default: the model's]."),
     batch_size: int = typer.Option(4, min=1, max=MAX_BATCH_SIZE, help="Prompts per forward batch with --prompts-file."),
     codec: str = typer.Option(None, "--codec", help="Use this local codec directory instead of the model's codec id."),
     text_encoder: str = typer.Option(None, "--text-encoder", help="Use this local text-encoder directory instead of the model's id."),
@@ -134,8 +141,8 @@ def sample(
     family = directory_family(model)
     family.check_generates(f"--model {model}")
     family_options = {"num_inference_steps": steps, "text_guidance": text_guidance, "vocal_guidance": vocal_guidance,
-                      "scheduler": scheduler}
-    family.check_options(family_options, labels={"num_inference_steps": "--steps"})
+                      "scheduler": scheduler, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+    family.check_options(family_options, labels={"num_inference_steps": "--steps"}, flags_only=CLI_SAMPLE_FLAGS)
     family.check_options({"codec": codec, "text_encoder": text_encoder}, kind="load")
     vocal_audio, vocal_rate = read_input(vocal) if vocal is not None else (None, None)
     if vocal_audio is not None and vocal_audio.shape[-1] / vocal_rate > MAX_DURATION_SECONDS:

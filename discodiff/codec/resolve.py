@@ -9,13 +9,25 @@ directory, or ``.pth`` with the ``descript`` backend).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..configuration import bounded
+from .backends import BACKENDS
 from .dac_codec import DacCodec
 from .tiny import build_tiny_codec
 
 TINY_CODEC = "tiny"
 TINY_CODEC_SEED = 0
+
+
+@dataclass
+class CodecConfig:
+    """The codec a model config references. ``id``: hub id, local dir, ``.pth`` (``backend: descript``) or ``tiny``
+    (built locally, random)."""
+
+    id: str = "descript/dac_44khz"
+    backend: str = bounded("transformers", choices=BACKENDS)
 
 
 def load_codec(id_or_path: str | Path, backend: str = "transformers") -> DacCodec:

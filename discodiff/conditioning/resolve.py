@@ -9,13 +9,25 @@ encoder is saved with ``save_pretrained`` and referenced by its path. Every othe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from .text import FlanT5Conditioner, FrozenTextConditioner, build_text_conditioner
+from ..configuration import bounded
+from .text import TEXT_CONDITIONERS, FlanT5Conditioner, FrozenTextConditioner, build_text_conditioner
 from .tiny import build_tiny_t5_conditioner
 
 TINY_TEXT_ENCODER = "tiny"
 TINY_TEXT_ENCODER_SEED = 0
+
+
+@dataclass
+class TextEncoderConfig:
+    """The frozen text encoder a model config references. ``kind``: ``t5`` (Flan-T5 encoder) or ``clap``; ``id``: hub
+    id, local dir, or ``tiny``; prompts are cut at ``max_length`` tokens."""
+
+    kind: str = bounded("t5", choices=tuple(TEXT_CONDITIONERS))
+    id: str = "google/flan-t5-large"
+    max_length: int = bounded(128, low=1, high=4096)
 
 
 def load_text_encoder(kind: str, id_or_path: str | Path | None = None, max_length: int | None = None) -> FrozenTextConditioner:

@@ -1,0 +1,64 @@
+"""Build a randomly initialised :class:`~discodiff.ar.pipeline.ARPipeline` from an :class:`~discodiff.ar.config.ARConfig`,
+and :data:`FAMILY`, the AR family's descriptor for :mod:`discodiff.pipeline_utils`.
+
+Codebook counts and sizes come from the codec, the semantic vocabulary from ``tokenizer.k``, the context width from
+the text encoder. A new model's semantic tokenizer has seeded random centroids and is marked unfitted; the training
+task fits it on the training data (k-means) before the stages learn its tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..codec.resolve import TINY_CODEC, load_codec
+from ..conditioning.resolve import load_text_encoder
+from ..pipeline_utils import Family
+from .config import STAGES, ARConfig
+from .pipeline import ARPipeline
+from .semantic import SemanticTokenizer
+from .stages import stage_specs
+from .transformer import ARTransformer
+
+FAMILY = Family(
+    name="ar",
+    config="discodiff.ar.config:ARConfig",
+    build="discodiff.ar.build:build_pipeline",
+    pipeline="discodiff.ar.pipeline:ARPipeline",
+    task="discodiff.training.ar_task:ARStageTask",
+    sample_options=("temperature", "top_k", "top_p", "text_guidance", "vocal_guidance", "semantic_tokens",
+                    "coarse_codes", "use_cache", "output_type"),
+    load_options=("codec", "text_encoder"),
+)
+
+
+def build_pipeline(config: ARConfig, seed: int = 0, tokenizer: SemanticTokenizer | None = None) -> ARPipeline:
+    """A pipeline with seeded random stages; ``tokenizer`` (fitted) replaces the random, unfitted one."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        codec = load_codec(config.codec.id, config.codec.backend)
+        text = config.text_encoder
+        text_encoder = load_text_encoder(text.kind, text.id, max_length=text.max_length)
+        dim = config.tokenizer.codebooks * codec.codebook_dim
+        if config.tokenizer.codebooks > codec.n_codebooks:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"tokenizer.codebooks={config.tokenizer.codebooks}: the codec has {codec.n_codebooks} "
+                              "codebooks")
+        fitted = tokenizer is not None
+        tokenizer = tokenizer or SemanticTokenizer(torch.randn(config.tokenizer.k, dim), "random (unfitted)",
+                                                   codec.frame_rate)
+        specs = stage_specs(codec.n_codebooks, codec.spec.codebook_size, config.coarse_codebooks, tokenizer.k,
+                            config.pattern)
+        stages = {}
+        for name in STAGES:
+            spec = specs[name]
+            stages[name] = ARTransformer(n_codebooks=spec.model_codebooks, vocab_size=spec.model_vocab_size,
+                                         condition_vocab_sizes=list(spec.condition_vocab_sizes),
+                                         context_dim=text_encoder.sequence_dim, **vars(getattr(config.stages, name)))
+    sources = {
+        "codec": {"id": config.codec.id, "backend": config.codec.backend, "bundled": config.codec.id == TINY_CODEC},
+        "text_encoder": {"kind": text.kind, "id": text.id, "max_length": text.max_length,
+                         "bundled": text.id == TINY_CODEC},
+    }
+    return ARPipeline(codec, text_encoder, tokenizer, stages, config.pattern, config.coarse_codebooks,
+                      config.tokenizer.codebooks, fitted, sources, vars(config.sampling))

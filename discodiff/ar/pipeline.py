@@ -1,0 +1,355 @@
+"""``ARPipeline``: prompt (+ vocal) → semantic tokens → coarse codes → fine codes → decode, on one DAC codec.
+
+Shapes: audio ``[B, 1, T]`` at the codec's rate; codes ``[B, K, L]``; semantic tokens ``[B, Ls]`` at the tokenizer's
+frame rate (the codec's, for :class:`~discodiff.ar.semantic.CodecFeatures`). The vocal's semantic tokens come from
+the same tokenizer as the accompaniment's. Guidance: separate text and vocal scales, batched
+(:mod:`discodiff.ar.sampling`); the vocal scale acts on the semantic and coarse stages (the fine stage has no vocal).
+
+A model directory::
+
+    pipeline.json                   family ar; sources (codec, text encoder); sampling defaults; pattern;
+                                    coarse_codebooks; tokenizer (codebooks, fitted)
+    semantic/ coarse/ fine/         one ARTransformer each (config.json + diffusion_pytorch_model.safetensors)
+    semantic_tokenizer.safetensors  k-means centroids (SemanticTokenizer)
+    codec/ text_encoder/            only when bundled (locally built ones no hub has)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.utils import BaseOutput
+
+from ..call_inputs import check_duration, check_generator, check_prompts, check_scale, num_output_samples, vocal_batch
+from ..codec.resolve import CodecConfig
+from ..conditioning.resolve import TextEncoderConfig
+from ..configuration import check_types, from_dict
+from ..errors import ConfigError, GenerationError, ModelDirectoryError, is_integer
+from ..guidance import Generators
+from ..model_files import (MODEL_CONFIG, REPAIR, carry_over, component_location, in_memory, inside, load_model,
+                           read_json_object, sections_problem)
+from ..outputs import atomic_directory
+from ..pipeline_utils import FAMILY_KEY, PIPELINE_FILE
+from .config import FAMILY_NAME, STAGES, ARSamplingConfig
+from .patterns import PATTERN_NAMES
+from .sampling import SamplingSettings, sample_stage
+from .semantic import CodecFeatures, SemanticTokenizer
+from .stages import StageTokens, stage_conditions, stage_specs
+from .transformer import ARTransformer
+
+TOKENIZER_FILE = "semantic_tokenizer.safetensors"
+COMPONENTS = ("codec", "text_encoder", *STAGES, TOKENIZER_FILE, PIPELINE_FILE)
+OUTPUT_TYPES = ("np", "pt", "codes")
+
+
+@dataclass
+class ARPipelineOutput(BaseOutput):
+    """``audios [B, 1, T]`` (numpy or torch; None for ``output_type="codes"``), ``codes [B, K, L]``, ``semantic
+    [B, Ls]`` (the generated accompaniment semantic tokens) and ``sample_rate``."""
+
+    audios: np.ndarray | torch.Tensor | None
+    codes: torch.Tensor
+    semantic: torch.Tensor
+    sample_rate: int
+
+
+class ARPipeline:
+    """The AR baseline: three :class:`ARTransformer` stages (``semantic``, ``coarse``, ``fine``) over a codec's codes,
+    a frozen text encoder and a :class:`SemanticTokenizer` over :class:`CodecFeatures` of the codec's first
+    ``tokenizer_codebooks`` codebooks. ``sources`` records where the codec and text encoder come from;
+    ``defaults`` are the sampling defaults (:class:`~discodiff.ar.config.ARSamplingConfig` fields)."""
+
+    def __init__(self, codec, text_encoder, tokenizer: SemanticTokenizer, stages: dict[str, ARTransformer],
+                 pattern: str, coarse_codebooks: int, tokenizer_codebooks: int, tokenizer_fitted: bool,
+                 sources: dict, defaults: dict):
+        self.codec, self.text_encoder, self.tokenizer = codec, text_encoder, tokenizer
+        self.stages = dict(stages)
+        self.pattern, self.coarse_codebooks = pattern, coarse_codebooks
+        self.tokenizer_codebooks, self.tokenizer_fitted = tokenizer_codebooks, tokenizer_fitted
+        self.sources, self.defaults = dict(sources), dict(defaults)
+        self.specs = stage_specs(codec.n_codebooks, codec.spec.codebook_size, coarse_codebooks, tokenizer.k, pattern)
+        self.features = CodecFeatures(codec, tokenizer_codebooks)
+        problem = self._fit_problem()
+        if problem:
+            raise ValueError(problem)
+
+    # --- device ------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.stages["semantic"].device
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ARPipeline":
+        """Move every part to ``device`` and/or cast its floating-point weights to ``dtype``."""
+        target = {name: value for name, value in (("device", device), ("dtype", dtype)) if value is not None}
+        for module in (self.codec, self.text_encoder, *self.stages.values()):
+            module.to(**target)
+        return self
+
+    def trainable_components(self) -> dict[str, torch.nn.Module]:
+        """The trained parts by name (the three stages; the codec and text encoder are frozen)."""
+        return dict(self.stages)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def default_duration(self) -> float:
+        return float(self.defaults["duration"])
+
+    @property
+    def semantic_rate(self) -> float:
+        return self.features.frame_rate
+
+    # --- tokens --------------------------------------------------------------------------------
+
+    def semantic_tokens(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latent query ``[B, K·d, L]`` (the codec's pre-snap latents, as the latent cache stores them) → semantic
+        tokens ``[B, L]``: the nearest centroid of the first ``tokenizer_codebooks · d`` channels of every frame."""
+        features = latents[:, : self.features.dim].transpose(1, 2).float()
+        return self.tokenizer.assign(features).clone()  # a normal tensor (assign runs in inference mode)
+
+    def vocal_semantic(self, vocal: torch.Tensor) -> torch.Tensor:
+        """Vocal audio ``[B, 1, T]`` → its semantic tokens ``[B, Ls]``."""
+        return self.semantic_tokens(self.codec.encode(vocal, progress=False).to(self.device))
+
+    # --- sampling ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        vocal: str | Path | torch.Tensor | None = None,
+        duration: float | None = None,
+        generator: Generators = None,
+        progress: bool = True,
+        *,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        text_guidance: float | None = None,
+        vocal_guidance: float | None = None,
+        semantic_tokens: torch.Tensor | None = None,
+        coarse_codes: torch.Tensor | None = None,
+        use_cache: bool = True,
+        output_type: str = "np",
+    ) -> ARPipelineOutput:
+        """Generate accompaniment/music: semantic → coarse → fine → decode.
+
+        Every argument is checked before any model runs (a :class:`GenerationError` naming the valid range); None means
+        the model's default. ``prompt``, ``vocal``, ``duration`` and ``generator`` as for every family (a vocal sets
+        the length). ``temperature`` > 0, ``top_k`` ≥ 0 (0 = off), ``top_p`` in (0, 1] (1 = off); guidance scales in
+        0 … 100 (1 = unguided). ``semantic_tokens [B, Ls]`` skips the semantic stage and ``coarse_codes [B, c, L]``
+        also the coarse stage (teacher-forced evaluation of the later stages). ``use_cache=False`` recomputes every
+        prefix (slow; the reference of the KV cache). ``output_type``: ``np`` / ``pt`` audio or ``codes`` only.
+        """
+        prompts = check_prompts(prompt)
+        settings, scales = self._check_arguments(temperature, top_k, top_p, text_guidance, vocal_guidance, output_type)
+        check_duration(duration)
+        check_generator(generator, len(prompts))
+        batch_size = len(prompts)
+        vocal_audio = vocal_batch(vocal, batch_size, self.codec.sample_rate, self.device)
+        num_samples = vocal_audio.shape[-1] if vocal_audio is not None else \
+            num_output_samples(duration, self.defaults["duration"], self.codec.sample_rate)
+        frames = self.codec.frames_for(num_samples)
+        semantic_frames = self._semantic_frames(frames)
+        self._check_given(semantic_tokens, (batch_size, semantic_frames), "semantic_tokens", self.tokenizer.k)
+        self._check_given(coarse_codes, (batch_size, self.coarse_codebooks, frames), "coarse_codes",
+                          self.codec.spec.codebook_size)
+        if coarse_codes is not None and semantic_tokens is None:
+            raise GenerationError("coarse_codes skips the semantic and coarse stages: give semantic_tokens with it")
+        for name, spec in self.specs.items():
+            steps = spec.num_steps(semantic_frames if name == "semantic" else frames)
+            if steps > self.stages[name].config.max_length:
+                raise GenerationError(f"{num_samples / self.sample_rate:.1f} s make {steps} steps in the {name} stage, more "
+                                      f"than its max_length={self.stages[name].config.max_length}; generate at most "
+                                      f"{self._max_seconds():.1f} s with this model")
+        if not self.tokenizer_fitted:
+            warnings.warn("the semantic tokenizer is not fitted (an untrained model): output is not meaningful", stacklevel=2)
+
+        text = self.text_encoder(prompts, device=self.device)
+        text_pair = (text.sequence, text.mask)
+        tokens = StageTokens(codes=None, semantic=semantic_tokens,
+                             vocal_semantic=None if vocal_audio is None else self.vocal_semantic(vocal_audio),
+                             frame_mask=torch.ones(batch_size, frames, dtype=torch.bool, device=self.device),
+                             semantic_mask=torch.ones(batch_size, semantic_frames, dtype=torch.bool, device=self.device),
+                             codec_rate=self.codec.frame_rate, semantic_rate=self.semantic_rate)
+        with_vocal = [scales[0], scales[1]] if vocal_audio is not None else [scales[0]]
+
+        def run(name: str, num_frames: int, conditions: torch.Tensor) -> torch.Tensor:
+            spec = self.specs[name]
+            stage_scales = with_vocal if spec.vocal_streams else with_vocal[:1]
+            return sample_stage(self.stages[name], spec, num_frames, conditions, text_pair, stage_scales, settings,
+                                generator, use_cache, progress)
+
+        if tokens.semantic is None:
+            tokens.semantic = run("semantic", semantic_frames, stage_conditions(self.specs["semantic"], tokens))[:, 0]
+        else:
+            tokens.semantic = tokens.semantic.to(self.device).long()
+        if coarse_codes is None:
+            coarse_codes = run("coarse", frames, stage_conditions(self.specs["coarse"], tokens))
+        coarse_codes = coarse_codes.to(self.device).long()
+        fine = run("fine", frames, stage_conditions(self.specs["fine"], tokens, coarse_codes=coarse_codes))
+        codes = torch.cat([coarse_codes, fine], dim=1)
+        if output_type == "codes":
+            return ARPipelineOutput(audios=None, codes=codes, semantic=tokens.semantic, sample_rate=self.sample_rate)
+        audio = self.codec.decode_codes(codes, length=num_samples, progress=progress)
+        return ARPipelineOutput(audios=audio.cpu().numpy() if output_type == "np" else audio, codes=codes,
+                                semantic=tokens.semantic, sample_rate=self.sample_rate)
+
+    def _semantic_frames(self, frames: int) -> int:
+        """Semantic frames covering ``frames`` codec frames (the same count at the same rate)."""
+        if self.semantic_rate == self.codec.frame_rate:
+            return frames
+        return max(1, round(frames * self.semantic_rate / self.codec.frame_rate))
+
+    def _max_seconds(self) -> float:
+        """The longest audio every stage's max_length admits."""
+        longest = []
+        for name, spec in self.specs.items():
+            rate = self.semantic_rate if name == "semantic" else self.codec.frame_rate
+            per_frame = spec.num_steps(2) - spec.num_steps(1)
+            extra = spec.num_steps(1) - per_frame
+            longest.append((self.stages[name].config.max_length - extra) // per_frame / rate)
+        return min(longest)
+
+    def _check_arguments(self, temperature, top_k, top_p, text_guidance, vocal_guidance,
+                         output_type: str) -> tuple[SamplingSettings, list[float]]:
+        if output_type not in OUTPUT_TYPES:
+            raise GenerationError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        values = {name: self.defaults[name] if value is None else value for name, value in
+                  (("temperature", temperature), ("top_k", top_k), ("top_p", top_p))}
+        try:
+            check_types(from_dict(ARSamplingConfig, {**self.defaults, **values}, "sampling", ""), "sampling", "",
+                        parse_text=False)
+        except ConfigError as err:
+            raise GenerationError(str(err).removeprefix("sampling: ") + " (temperature > 0; top_k ≥ 0, 0 = off; "
+                                  "top_p in (0, 1], 1 = off)") from None
+        if not is_integer(values["top_k"]):
+            raise GenerationError(f"top_k={values['top_k']!r}: must be a whole number ≥ 0 (0 = off)")
+        scales = [check_scale(name, self.defaults[name] if value is None else value)
+                  for name, value in (("text_guidance", text_guidance), ("vocal_guidance", vocal_guidance))]
+        return SamplingSettings(float(values["temperature"]), int(values["top_k"]), float(values["top_p"])), scales
+
+    @staticmethod
+    def _check_given(tensor, shape: tuple[int, ...], name: str, vocab: int) -> None:
+        if tensor is None:
+            return
+        integer = isinstance(tensor, torch.Tensor) and not (tensor.dtype.is_floating_point or tensor.dtype == torch.bool)
+        if not integer or tuple(tensor.shape) != shape:
+            got = f"{tuple(tensor.shape)} {tensor.dtype}" if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise GenerationError(f"{name} must be an integer tensor {list(shape)} for this input, got {got}")
+        if tensor.min() < 0 or tensor.max() >= vocab:
+            raise GenerationError(f"{name} ids must be in 0 … {vocab - 1}")
+
+    # --- fit of the parts ------------------------------------------------------------------------
+
+    def _fit_problem(self) -> str | None:
+        """What does not fit between the stages, the codec, the tokenizer and the text encoder (or None)."""
+        for name, spec in self.specs.items():
+            config = self.stages[name].config
+            expected = {"n_codebooks": spec.model_codebooks, "vocab_size": spec.model_vocab_size,
+                        "condition_vocab_sizes": list(spec.condition_vocab_sizes),
+                        "context_dim": self.text_encoder.sequence_dim}
+            actual = {key: list(config[key]) if key == "condition_vocab_sizes" else config[key] for key in expected}
+            wrong = next((key for key in expected if actual[key] != expected[key]), None)
+            if wrong:
+                return (f"the {name} stage has {wrong}={actual[wrong]!r}, but the codec, tokenizer (k={self.tokenizer.k}), "
+                        f"text encoder and pattern {self.pattern!r} need {expected[wrong]!r}")
+        if self.tokenizer.dim != self.features.dim:
+            return (f"the semantic tokenizer has dim {self.tokenizer.dim}, but {self.tokenizer_codebooks} codebook(s) of "
+                    f"this codec give features of dim {self.features.dim}")
+        return None
+
+    # --- persistence ---------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the stages, the tokenizer and the manifest; the codec and text encoder are referenced by id/path
+        unless ``bundled`` (then written into ``codec/`` / ``text_encoder/``). Built aside and swapped in
+        (:func:`~discodiff.outputs.atomic_directory`); files a user added to an earlier ``directory`` are kept."""
+        directory = Path(directory)
+        sources = copy.deepcopy(self.sources)
+        with atomic_directory(directory) as build:
+            for name, module in (("codec", self.codec), ("text_encoder", self.text_encoder)):
+                if sources[name].get("bundled"):
+                    module.save_pretrained(build / name)
+                    sources[name]["id"] = name
+            for name, model in self.stages.items():
+                model.save_pretrained(build / name)
+            self.tokenizer.save(build / TOKENIZER_FILE)
+            carry_over(directory, build, sources, COMPONENTS)
+            manifest = {FAMILY_KEY: FAMILY_NAME, "sources": sources, "defaults": self.defaults, "pattern": self.pattern,
+                        "coarse_codebooks": self.coarse_codebooks,
+                        "tokenizer": {"codebooks": self.tokenizer_codebooks, "fitted": self.tokenizer_fitted}}
+            (build / PIPELINE_FILE).write_text(json.dumps(manifest, indent=1))
+        self.sources = sources
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, codec: str | None = None, text_encoder: str | None = None,
+                        device: torch.device | str | None = None) -> "ARPipeline":
+        """Load an AR model directory (every part in float32, in memory); ``codec`` / ``text_encoder`` override the
+        referenced id or path. A missing or damaged part is a :class:`ModelDirectoryError` naming it."""
+        from ..codec.resolve import load_codec
+        from ..conditioning.resolve import load_text_encoder
+
+        directory = Path(directory)
+        manifest_path = directory / PIPELINE_FILE
+        manifest = read_json_object(manifest_path, "the pipeline manifest")
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise ModelDirectoryError(f"{manifest_path}: {problem}; {REPAIR}")
+        sources = manifest["sources"]
+        codec_location = component_location(directory, "codec", sources["codec"], codec)
+        codec_module = load_codec(codec_location, backend=sources["codec"]["backend"])
+        text_location = component_location(directory, "text_encoder", sources["text_encoder"], text_encoder)
+        text_module = load_text_encoder(sources["text_encoder"]["kind"], text_location,
+                                        max_length=sources["text_encoder"]["max_length"])
+        for location, module in ((codec_location, codec_module), (text_location, text_module)):
+            if inside(location, directory):
+                in_memory(module)
+        stages = {name: load_model(ARTransformer, directory / name, f"{name} stage") for name in STAGES}
+        try:
+            tokenizer = SemanticTokenizer.load(directory / TOKENIZER_FILE)
+        except ConfigError as err:
+            raise ModelDirectoryError(f"{err}; {REPAIR}") from err
+        try:
+            pipeline = cls(codec_module, text_module.float(), tokenizer, stages, manifest["pattern"],
+                           manifest["coarse_codebooks"], manifest["tokenizer"]["codebooks"],
+                           manifest["tokenizer"]["fitted"], sources, manifest["defaults"])
+        except (ValueError, ConfigError) as err:
+            raise ModelDirectoryError(f"{directory / 'semantic' / MODEL_CONFIG} and the other parts do not fit ({err}): "
+                                      f"pass the codec / text encoder the model was made with (--codec, --text-encoder), "
+                                      f"or {REPAIR}") from err
+        return pipeline.to(device) if device is not None else pipeline
+
+
+def _manifest_problem(manifest: dict) -> str | None:
+    """What is wrong with the structure of an AR ``pipeline.json`` (first problem), or None."""
+    missing = [key for key in ("sources", "defaults", "pattern", "coarse_codebooks", "tokenizer") if key not in manifest]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if manifest.get(FAMILY_KEY) != FAMILY_NAME:
+        return f"{FAMILY_KEY} is {manifest.get(FAMILY_KEY)!r}, not {FAMILY_NAME!r}; load it with discodiff.load_pipeline"
+    if manifest["pattern"] not in PATTERN_NAMES:
+        return f"pattern must be one of {', '.join(PATTERN_NAMES)}, got {manifest['pattern']!r}"
+    if not is_integer(manifest["coarse_codebooks"]) or manifest["coarse_codebooks"] < 1:
+        return f"coarse_codebooks must be a positive integer, got {manifest['coarse_codebooks']!r}"
+    tokenizer = manifest["tokenizer"]
+    if not isinstance(tokenizer, dict) or not is_integer(tokenizer.get("codebooks")) or \
+            not isinstance(tokenizer.get("fitted"), bool):
+        return f"tokenizer must be an object with codebooks (integer) and fitted (true/false), got {tokenizer!r}"
+    sources = manifest["sources"]
+    if not isinstance(sources, dict):
+        return f"sources must be an object with codec and text_encoder, got {sources!r}"
+    sections = [(f"sources.{name}", schema, sources.get(name)) for name, schema in
+                (("codec", CodecConfig), ("text_encoder", TextEncoderConfig))] + \
+        [("defaults", ARSamplingConfig, manifest["defaults"])]
+    return sections_problem(sections, PIPELINE_FILE)
