@@ -156,7 +156,7 @@ def test_both_patterns_feed_the_transformer():
     ARTransformer input of the shapes the patterns promise."""
     n_codebooks, vocab, num_frames = 3, 8, 5
     codes = random_codes(n_codebooks, num_frames, vocab=vocab)
-    tiny = dict(d_model=16, n_layers=1, n_heads=2, n_segments=1, max_length=32, rel_buckets=8, rel_max_distance=16)
+    tiny = dict(d_model=16, n_layers=1, n_heads=2, max_length=32, rel_buckets=8, rel_max_distance=16)
 
     delay = make_pattern("delay", n_codebooks)
     model = ARTransformer(n_codebooks=delay.stream_codebooks, vocab_size=vocab, **tiny).eval()
