@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from ..errors import GenerationError
-from ..guidance import Generators, guidance_drop_masks, guided_prediction, repeat_batch, split_stages
+from ..guidance import Generators, check_generators, guidance_drop_masks, guided_prediction, repeat_batch, split_stages
 from .patterns import DelayPattern
 from .stages import StageSpec
 from .transformer import ARTransformer
@@ -79,6 +79,7 @@ def sample_stage(
             only when the stage has vocal streams and a vocal is given); ``[]`` = unguided.
     """
     batch_size = (text[0] if text is not None else conditions).shape[0]
+    check_generators(generator, batch_size)
     steps = spec.num_steps(num_frames)
     if steps > model.config.max_length:
         raise GenerationError(f"{spec.name} stage: {num_frames} frames make {steps} steps with the {spec.pattern.name} "
@@ -87,24 +88,13 @@ def sample_stage(
     device = model.device
     guided = any(scale != 1 for scale in scales)
     copies = len(scales) + 1 if guided else 1
-    rows = batch_size * copies
-    step_conditions = spec.conditions_at_steps(conditions, num_frames)
-    context = mask = None
-    if text is not None:
-        context, mask = repeat_batch(text[0].to(device), copies), repeat_batch(text[1].to(device), copies).clone()
-    if step_conditions is not None:
-        step_conditions = repeat_batch(step_conditions.to(device), copies).clone()
-    if guided:
-        drops = guidance_drop_masks(batch_size, len(scales), device)
-        if text is not None:
-            mask[drops[0]] = False
-        if len(scales) > 1:
-            for stream in spec.vocal_streams:
-                step_conditions[drops[1], stream] = spec.condition_vocab_sizes[stream]
+    rows = guidance_rows(spec, _to(spec.conditions_at_steps(conditions, num_frames), device),
+                         None if text is None else (text[0].to(device), text[1].to(device)), len(scales) if guided else 0)
 
     sequence = torch.full((batch_size, spec.model_codebooks, steps), spec.empty_id, dtype=torch.long, device=device)
-    inputs = torch.full((rows, spec.model_codebooks, steps), spec.empty_id, dtype=torch.long, device=device)
-    cache = model.new_cache(rows, steps) if use_cache else None
+    inputs = torch.full((batch_size * copies, spec.model_codebooks, steps), spec.empty_id, dtype=torch.long, device=device)
+    cache = model.new_cache(batch_size * copies, steps) if use_cache else None
+    step_conditions, context, mask = rows.conditions, rows.context, rows.mask
     for step in tqdm(range(steps), desc=f"AR {spec.name}", unit="step", disable=not progress, leave=False):
         if use_cache:
             window = slice(step, step + 1)
@@ -124,6 +114,41 @@ def sample_stage(
         if step + 1 < steps:
             inputs[..., step + 1] = repeat_batch(tokens, copies)
     return spec.target(sequence)
+
+
+@dataclass
+class GuidanceRows:
+    """The model inputs of the ``(n+1)·B`` stage-major rows of one guided forward: condition streams per step
+    ``[(n+1)·B, C, S]`` (or None), text ``context [(n+1)·B, S_t, D]`` and ``mask`` (or None)."""
+
+    conditions: torch.Tensor | None
+    context: torch.Tensor | None
+    mask: torch.Tensor | None
+
+
+def guidance_rows(spec: StageSpec, conditions: torch.Tensor | None, text: tuple[torch.Tensor, torch.Tensor] | None,
+                  num_contexts: int) -> GuidanceRows:
+    """Repeat the conditions for ``num_contexts`` guided conditions (0 = unguided: the rows as given): row block ``j``
+    keeps the first ``j`` of (text, vocal); a dropped text is an all-False mask, a dropped vocal its streams' null."""
+    copies = num_contexts + 1
+    context = mask = None
+    if text is not None:
+        context, mask = repeat_batch(text[0], copies), repeat_batch(text[1], copies).clone()
+    if conditions is not None:
+        conditions = repeat_batch(conditions, copies).clone()
+    if num_contexts:
+        batch_size = (conditions if conditions is not None else context).shape[0] // copies
+        drops = guidance_drop_masks(batch_size, num_contexts, (mask if mask is not None else conditions).device)
+        if mask is not None:
+            mask[drops[0]] = False
+        if num_contexts > 1:
+            for stream in spec.vocal_streams:
+                conditions[drops[1], stream] = spec.condition_vocab_sizes[stream]
+    return GuidanceRows(conditions, context, mask)
+
+
+def _to(tensor: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 def _restrict(spec: StageSpec, scores: torch.Tensor, step: int) -> torch.Tensor:
