@@ -232,3 +232,19 @@ def test_new_model_and_sample_through_the_cli(tmp_path):
                                  str(tmp_path / "no.wav")])
     assert result.exit_code == 1 and "--steps: not an option of the 'ar' family" in result.output
     assert "--top-k" in result.output and "--coarse-codes" not in result.output
+
+
+def test_ar_base_matches_the_diffusion_base_in_parameters():
+    """configs/ar_base.yaml is sized like configs/base.yaml (both with Flan-T5-large widths on the 44.1 kHz DAC)."""
+    from discodiff.ar.build import stage_parameter_counts
+    from discodiff.bench.sampling import unet_parameter_counts
+    from discodiff.conditioning import VocalConditioner
+    from discodiff.config import DiscoDiffConfig
+
+    diffusion = DiscoDiffConfig.from_yaml("configs/base.yaml")
+    vocal = {k: v for k, v in vars(diffusion.vocal_encoder).items() if k != "enabled"}
+    with torch.device("meta"):
+        vocal_parameters = VocalConditioner(in_channels=72, **vocal).num_parameters()
+    diffusion_total = sum(unet_parameter_counts(diffusion)) + 2 * vocal_parameters
+    ar_total = sum(stage_parameter_counts(ARConfig.from_yaml("configs/ar_base.yaml")).values())
+    assert 0.9 < ar_total / diffusion_total < 1.1, (ar_total, diffusion_total)

@@ -31,6 +31,23 @@ FAMILY = Family(
 )
 
 
+def stage_arguments(config: ARConfig, spec, context_dim: int, name: str) -> dict:
+    """The :class:`ARTransformer` arguments of stage ``name``: its config plus what the codec, tokenizer and text
+    encoder fix (``spec``: the stage's :class:`~discodiff.ar.stages.StageSpec`)."""
+    return dict(n_codebooks=spec.model_codebooks, vocab_size=spec.model_vocab_size,
+                condition_vocab_sizes=list(spec.condition_vocab_sizes), context_dim=context_dim,
+                **vars(getattr(config.stages, name)))
+
+
+def stage_parameter_counts(config: ARConfig, n_codebooks: int = 9, codebook_size: int = 1024,
+                           context_dim: int = 1024) -> dict[str, int]:
+    """Parameters per stage for ``config`` on a codec of ``n_codebooks × codebook_size`` (default: the 44.1 kHz DAC)
+    with text of ``context_dim`` (default: Flan-T5-large), counted on the meta device (nothing is allocated)."""
+    specs = stage_specs(n_codebooks, codebook_size, config.coarse_codebooks, config.tokenizer.k, config.pattern)
+    return {name: ARTransformer.count_parameters(**stage_arguments(config, specs[name], context_dim, name))
+            for name in STAGES}
+
+
 def build_pipeline(config: ARConfig, seed: int = 0, tokenizer: SemanticTokenizer | None = None) -> ARPipeline:
     """A pipeline with seeded random stages; ``tokenizer`` (fitted) replaces the random, unfitted one."""
     with torch.random.fork_rng(devices=[]):
@@ -49,12 +66,8 @@ def build_pipeline(config: ARConfig, seed: int = 0, tokenizer: SemanticTokenizer
                                                    codec.frame_rate)
         specs = stage_specs(codec.n_codebooks, codec.spec.codebook_size, config.coarse_codebooks, tokenizer.k,
                             config.pattern)
-        stages = {}
-        for name in STAGES:
-            spec = specs[name]
-            stages[name] = ARTransformer(n_codebooks=spec.model_codebooks, vocab_size=spec.model_vocab_size,
-                                         condition_vocab_sizes=list(spec.condition_vocab_sizes),
-                                         context_dim=text_encoder.sequence_dim, **vars(getattr(config.stages, name)))
+        stages = {name: ARTransformer(**stage_arguments(config, specs[name], text_encoder.sequence_dim, name))
+                  for name in STAGES}
     sources = {
         "codec": {"id": config.codec.id, "backend": config.codec.backend, "bundled": config.codec.id == TINY_CODEC},
         "text_encoder": {"kind": text.kind, "id": text.id, "max_length": text.max_length,
