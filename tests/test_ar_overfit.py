@@ -14,7 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from discodiff.ar import ARConfig, SamplingSettings, SemanticTokenizer, sample_stage
+from discodiff.ar import ARConfig, SamplingSettings, sample_stage
+from discodiff.conditioning.semantic import SemanticTokenizer
 from discodiff.ar.build import build_pipeline
 from discodiff.ar.stages import StageTokens, stage_conditions, stage_target
 from discodiff.audio import load_audio

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from discodiff import load_pipeline
 from conftest import tone
-from discodiff.ar import ARConfig, ARPipeline, SamplingSettings, SemanticTokenizer, sample_stage
+from discodiff.ar import ARConfig, ARPipeline, SamplingSettings, sample_stage
+from discodiff.conditioning.semantic import SemanticTokenizer
 from discodiff.ar.build import build_pipeline
 from discodiff.ar.sampling import guidance_rows
 from discodiff.ar.stages import StageTokens, stage_conditions, stage_target

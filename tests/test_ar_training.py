@@ -85,7 +85,8 @@ def records(run_dir: Path, key: str) -> dict[int, float]:
 
 def test_every_stage_trains_and_exports_into_one_model(cache, tmp_path, fresh_accelerate_state):
     from discodiff import load_pipeline
-    from discodiff.ar import ARPipeline, SemanticTokenizer
+    from discodiff.ar import ARPipeline
+    from discodiff.conditioning.semantic import SemanticTokenizer
     from discodiff.errors import OutputError
     from discodiff.training import TrainingState, export_pipeline
 

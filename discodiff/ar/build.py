@@ -15,7 +15,7 @@ from ..conditioning.resolve import load_text_encoder
 from ..pipeline_utils import Family
 from .config import STAGES, ARConfig
 from .pipeline import ARPipeline
-from .semantic import SemanticTokenizer
+from ..conditioning.semantic import SemanticTokenizer
 from .stages import stage_specs
 from .transformer import ARTransformer
 

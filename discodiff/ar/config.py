@@ -26,7 +26,7 @@ CONFIG_HINT = "see configs/ for ar_tiny.yaml and ar_base.yaml"
 @dataclass
 class TokenizerConfig:
     """The semantic tokens: k-means over the pre-snap latents of the codec's first ``codebooks`` codebooks
-    (:class:`~discodiff.ar.semantic.CodecFeatures`), ``k`` clusters. The centroids are fitted on the training data by
+    (:class:`~discodiff.conditioning.semantic.CodecFeatures`), ``k`` clusters. The centroids are fitted on the training data by
     the training task (as latent statistics are) and saved with the model."""
 
     k: int = bounded(500, low=2, high=65536)

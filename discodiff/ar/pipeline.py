@@ -1,7 +1,7 @@
 """``ARPipeline``: prompt (+ vocal) → semantic tokens → coarse codes → fine codes → decode, on one DAC codec.
 
 Shapes: audio ``[B, 1, T]`` at the codec's rate; codes ``[B, K, L]``; semantic tokens ``[B, Ls]`` at the tokenizer's
-frame rate (the codec's, for :class:`~discodiff.ar.semantic.CodecFeatures`). The vocal's semantic tokens come from
+frame rate (the codec's, for :class:`~discodiff.conditioning.semantic.CodecFeatures`). The vocal's semantic tokens come from
 the same tokenizer as the accompaniment's. Guidance: separate text and vocal scales, batched
 (:mod:`discodiff.ar.sampling`); the vocal scale acts on the semantic and coarse stages (the fine stage has no vocal).
 
@@ -39,7 +39,7 @@ from ..pipeline_utils import FAMILY_KEY, PIPELINE_FILE
 from .config import FAMILY_NAME, STAGES, ARSamplingConfig
 from .patterns import PATTERN_NAMES
 from .sampling import SamplingSettings, sample_stage
-from .semantic import CodecFeatures, SemanticTokenizer
+from ..conditioning.semantic import CodecFeatures, SemanticTokenizer
 from .stages import StageTokens, stage_conditions, stage_specs
 from .transformer import ARTransformer
 

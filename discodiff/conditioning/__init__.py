@@ -1,4 +1,5 @@
-"""Conditioners: frozen text encoders (Flan-T5, CLAP) and the trainable vocal encoder."""
+"""Conditioners: frozen text encoders (Flan-T5, CLAP), the trainable vocal encoder, and the semantic tokenizer of stems
+(k-means over frame features: our codec's latents, or HuBERT / MERT layers) that the AR family and data preparation use."""
 
 from .text import (
     DEFAULT_CLAP,
@@ -13,6 +14,8 @@ from .text import (
     build_text_conditioner,
 )
 from .resolve import TINY_TEXT_ENCODER, load_text_encoder
+from .semantic import CodecFeatures, FeatureExtractor, SemanticTokenizer, noisy
+from .ssl import SSLFeatures, build_tiny_hubert, load_ssl_features
 from .tiny import (
     build_tiny_clap_conditioner,
     build_tiny_clap_model,
@@ -28,6 +31,13 @@ __all__ = [
     "TEXT_CONDITIONERS",
     "TINY_TEXT_ENCODER",
     "ClapTextConditioner",
+    "CodecFeatures",
+    "FeatureExtractor",
+    "SSLFeatures",
+    "SemanticTokenizer",
+    "build_tiny_hubert",
+    "load_ssl_features",
+    "noisy",
     "ConditionerNotFoundError",
     "DacLatentFeatures",
     "FlanT5Conditioner",

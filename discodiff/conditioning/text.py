@@ -43,12 +43,12 @@ LOCAL_FIX = "re-save the text encoder (save_pretrained) or copy the directory ag
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # what the transformers loaders raise for damaged local files: OSError (missing or unparsable files),
 # ValueError / TypeError / KeyError (malformed config values), RuntimeError (weights of the wrong shape);
-# _local_load_errors adds SafetensorError (a truncated weights file) and huggingface_hub's
+# local_load_errors adds SafetensorError (a truncated weights file) and huggingface_hub's
 # StrictDataclassError (config values of the wrong type in transformers 5)
 LOCAL_LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, TypeError, KeyError, RuntimeError)
 
 
-def _local_load_errors() -> tuple[type[BaseException], ...]:
+def local_load_errors() -> tuple[type[BaseException], ...]:
     from safetensors import SafetensorError
 
     try:
@@ -124,7 +124,7 @@ def load_or_raise(load: Callable[..., Loaded], id_or_path: str, what: str, files
     if Path(id_or_path).is_dir():
         try:
             return load(id_or_path, local_files_only=True)
-        except _local_load_errors() as err:
+        except local_load_errors() as err:
             where = " and ".join(str(Path(id_or_path) / file) for file in files) or id_or_path
             raise ConditioningError(f"{where}: {what} cannot be loaded, damaged or inconsistent "
                                     f"({first_line(err)}); {LOCAL_FIX}") from err

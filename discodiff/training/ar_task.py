@@ -38,7 +38,7 @@ from discodiff.ar.build import build_pipeline
 from discodiff.ar.config import STAGES, ARConfig
 from discodiff.ar.pipeline import TOKENIZER_FILE, ARPipeline
 from discodiff.ar.sampling import SamplingSettings, sample_stage
-from discodiff.ar.semantic import SemanticTokenizer
+from discodiff.conditioning.semantic import SemanticTokenizer
 from discodiff.ar.stages import StageTokens, stage_conditions, stage_target
 from discodiff.call_inputs import MAX_GUIDANCE
 from discodiff.conditioning import TextCondition

@@ -1,6 +1,6 @@
 """Self-supervised frame features for the semantic tokenizer: a hidden layer of HuBERT or MERT through ``transformers``.
 
-- :class:`SSLFeatures` — a :class:`~discodiff.ar.semantic.FeatureExtractor` over a HuBERT-like model:
+- :class:`SSLFeatures` — a :class:`~discodiff.conditioning.semantic.FeatureExtractor` over a HuBERT-like model:
   ``audio [B, 1, T]`` at its ``sample_rate`` → ``hidden_states[layer]`` as ``[B, L, hidden_size]`` float32,
   ``L`` frames at ``sample_rate / prod(config.conv_stride)`` per second (50 Hz for HuBERT at 16 kHz, 75 Hz for MERT
   at 24 kHz).
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..audio import resample
-from ..conditioning.text import ConditionerNotFoundError, _local_load_errors
+from .text import ConditionerNotFoundError, local_load_errors
 from ..errors import AudioError, ConditioningError, ConfigError, first_line, is_integer
 
 LOCAL_FIX = "re-save the model (save_pretrained) or copy the directory again"
@@ -170,7 +170,7 @@ def _load(load, id_or_path: str, what: str, **kwargs):
     if Path(id_or_path).is_dir():
         try:
             return load(id_or_path, local_files_only=True, **kwargs)
-        except _local_load_errors() as err:
+        except local_load_errors() as err:
             raise ConditioningError(f"{id_or_path}: {what} cannot be loaded, damaged or inconsistent "
                                     f"({first_line(err)}); {LOCAL_FIX}") from err
     try:

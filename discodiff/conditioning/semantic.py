@@ -13,7 +13,7 @@
 
 The self-supervised extractors of the anchors — HuBERT layer 9 at 50 Hz (HAFM) and MERT layer 7 (Llambada),
 through ``transformers`` with tiny random configs offline — follow the same protocol in
-:mod:`discodiff.ar.ssl_features` (:class:`~discodiff.ar.ssl_features.SSLFeatures`, ``load_ssl_features``).
+:mod:`discodiff.conditioning.ssl` (:class:`~discodiff.conditioning.ssl.SSLFeatures`, ``load_ssl_features``).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from discodiff.ar import CodecFeatures, FeatureExtractor, SemanticTokenizer, noisy
-from discodiff.ar.semantic import METADATA_KEY
+from discodiff.conditioning.semantic import CodecFeatures, FeatureExtractor, SemanticTokenizer, noisy
+from discodiff.conditioning.semantic import METADATA_KEY
 from discodiff.codec import build_tiny_codec
 from discodiff.errors import ConfigError
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from discodiff.ar.semantic import FeatureExtractor, SemanticTokenizer
-from discodiff.ar.ssl_features import SSL_KINDS, SSLFeatures, build_tiny_hubert, load_ssl_features
+from discodiff.conditioning.semantic import FeatureExtractor, SemanticTokenizer
+from discodiff.conditioning.ssl import SSL_KINDS, SSLFeatures, build_tiny_hubert, load_ssl_features
 from discodiff.codec import build_tiny_codec
 from discodiff.conditioning import ConditionerNotFoundError
 from discodiff.errors import AudioError, ConditioningError, ConfigError
