@@ -8,6 +8,7 @@ Every error is a :class:`~discodiff.errors.ModelDirectoryError` naming the file 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -27,6 +28,18 @@ MODEL_CONFIG, MODEL_WEIGHTS = "config.json", "diffusion_pytorch_model.safetensor
 # our constructors refuse), TypeError / KeyError (config values of the wrong type), RuntimeError (torch on
 # wrong shapes; NotImplementedError for unknown schedule names). SafetensorError is added in load_errors.
 LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, TypeError, KeyError, RuntimeError)
+
+
+def state_dict_fingerprint(model: torch.nn.Module) -> str:
+    """The sha256 hex digest of ``model.state_dict()``: every entry in sorted key order (its name, dtype, shape and
+    bytes), so the same weights give the same digest on any device (codec fingerprints, feature-extractor ids)."""
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def load_errors() -> tuple[type[BaseException], ...]:

@@ -208,8 +208,8 @@ def test_a_stage_that_does_not_fit_the_codec_is_refused(tmp_path):
     other = build_pipeline(ARConfig.from_yaml(CONFIG, ["coarse_codebooks=2"]), seed=0)
     built.stages["fine"] = other.stages["fine"]
     with pytest.raises(ValueError, match="fine stage has n_codebooks=7"):
-        ARPipeline(built.codec, built.text_encoder, built.tokenizer, built.stages, built.pattern, built.coarse_codebooks,
-                   built.tokenizer_codebooks, built.tokenizer_fitted, built.sources, built.defaults)
+        ARPipeline(built.codec, built.text_encoder, built.tokenizer, built.features, built.stages, built.pattern,
+                   built.coarse_codebooks, built.tokenizer_fitted, built.sources, built.defaults)
 
 
 def test_new_model_and_sample_through_the_cli(tmp_path):
@@ -249,3 +249,25 @@ def test_ar_base_matches_the_diffusion_base_in_parameters():
     diffusion_total = sum(unet_parameter_counts(diffusion)) + 2 * vocal_parameters
     ar_total = sum(stage_parameter_counts(ARConfig.from_yaml("configs/ar_base.yaml")).values())
     assert 0.9 < ar_total / diffusion_total < 1.1, (ar_total, diffusion_total)
+
+
+def test_hubert_semantic_tokens_at_50_hz(tmp_path):
+    """An AR model on SSL features (the tiny HuBERT, 50 Hz at 16 kHz): the semantic stage runs at 50 Hz, the coarse
+    stage reads it by time at the codec's 86.13 Hz, and the bundled extractor survives save/load."""
+    config = ARConfig.from_yaml(CONFIG, ["tokenizer.features=hubert", "tokenizer.id=tiny", "tokenizer.layer=1"])
+    pipeline = sharpen(build_pipeline(config, seed=0))
+    assert pipeline.semantic_rate == 50.0 and pipeline.features_kind == "hubert"
+    vocal = tone(0.5, freqs=(330.0,))[None]
+    out = pipeline("a calm chorale", vocal=vocal, generator=torch.Generator().manual_seed(0), progress=False,
+                   output_type="codes", text_guidance=2.0, vocal_guidance=2.0)
+    frames = pipeline.codec.frames_for(vocal.shape[-1])
+    assert out.codes.shape[-1] == frames and out.semantic.shape[-1] == round(frames * 50 / pipeline.codec.frame_rate)
+    with pytest.raises(GenerationError, match="hubert features of audio"):
+        pipeline.semantic_tokens(torch.zeros(1, pipeline.codec.latent_channels, 4))
+    directory = pipeline.save_pretrained(tmp_path / "ar-hubert")
+    assert (directory / "semantic_features" / "config.json").is_file()
+    loaded = load_pipeline(directory)
+    assert loaded.features.description == pipeline.features.description
+    again = loaded("a calm chorale", vocal=vocal, generator=torch.Generator().manual_seed(0), progress=False,
+                   output_type="codes", text_guidance=2.0, vocal_guidance=2.0)
+    assert torch.equal(again.codes, out.codes)

@@ -15,7 +15,9 @@ from ..conditioning.resolve import load_text_encoder
 from ..pipeline_utils import Family
 from .config import STAGES, ARConfig
 from .pipeline import ARPipeline
-from ..conditioning.semantic import SemanticTokenizer
+from ..conditioning.semantic import CodecFeatures, SemanticTokenizer
+from ..conditioning.ssl import TINY_SSL, SSLFeatures, resolve_ssl_features
+from ..errors import ConfigError
 from .stages import stage_specs
 from .transformer import ARTransformer
 
@@ -55,15 +57,10 @@ def build_pipeline(config: ARConfig, seed: int = 0, tokenizer: SemanticTokenizer
         codec = load_codec(config.codec.id, config.codec.backend)
         text = config.text_encoder
         text_encoder = load_text_encoder(text.kind, text.id, max_length=text.max_length)
-        dim = config.tokenizer.codebooks * codec.codebook_dim
-        if config.tokenizer.codebooks > codec.n_codebooks:
-            from ..errors import ConfigError
-
-            raise ConfigError(f"tokenizer.codebooks={config.tokenizer.codebooks}: the codec has {codec.n_codebooks} "
-                              "codebooks")
+        features = semantic_features(config, codec)
         fitted = tokenizer is not None
-        tokenizer = tokenizer or SemanticTokenizer(torch.randn(config.tokenizer.k, dim), "random (unfitted)",
-                                                   codec.frame_rate)
+        tokenizer = tokenizer or SemanticTokenizer(torch.randn(config.tokenizer.k, features.dim), "random (unfitted)",
+                                                   features.frame_rate)
         specs = stage_specs(codec.n_codebooks, codec.spec.codebook_size, config.coarse_codebooks, tokenizer.k,
                             config.pattern)
         stages = {name: ARTransformer(**stage_arguments(config, specs[name], text_encoder.sequence_dim, name))
@@ -73,5 +70,17 @@ def build_pipeline(config: ARConfig, seed: int = 0, tokenizer: SemanticTokenizer
         "text_encoder": {"kind": text.kind, "id": text.id, "max_length": text.max_length,
                          "bundled": text.id == TINY_CODEC},
     }
-    return ARPipeline(codec, text_encoder, tokenizer, stages, config.pattern, config.coarse_codebooks,
-                      config.tokenizer.codebooks, fitted, sources, vars(config.sampling))
+    if config.tokenizer.features != "codec":
+        sources["semantic_features"] = {"id": config.tokenizer.id, "bundled": config.tokenizer.id == TINY_SSL}
+    return ARPipeline(codec, text_encoder, tokenizer, features, stages, config.pattern, config.coarse_codebooks, fitted,
+                      sources, vars(config.sampling))
+
+
+def semantic_features(config: ARConfig, codec) -> CodecFeatures | SSLFeatures:
+    """The feature extractor ``config.tokenizer`` names: the codec's first codebooks, or an SSL model."""
+    settings = config.tokenizer
+    if settings.features == "codec":
+        if settings.codebooks > codec.n_codebooks:
+            raise ConfigError(f"tokenizer.codebooks={settings.codebooks}: the codec has {codec.n_codebooks} codebooks")
+        return CodecFeatures(codec, settings.codebooks)
+    return resolve_ssl_features(settings.features, settings.id, settings.layer)

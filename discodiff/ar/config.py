@@ -20,17 +20,27 @@ from .patterns import PATTERN_NAMES
 
 FAMILY_NAME = "ar"
 STAGES = ("semantic", "coarse", "fine")
+FEATURE_KINDS = ("codec", "hubert", "mert")
 CONFIG_HINT = "see configs/ for ar_tiny.yaml and ar_base.yaml"
 
 
 @dataclass
 class TokenizerConfig:
-    """The semantic tokens: k-means over the pre-snap latents of the codec's first ``codebooks`` codebooks
-    (:class:`~discodiff.conditioning.semantic.CodecFeatures`), ``k`` clusters. The centroids are fitted on the training data by
-    the training task (as latent statistics are) and saved with the model."""
+    """The semantic tokens: ``k`` k-means clusters of frame ``features``.
+
+    - ``codec``: the pre-snap latents of the codec's first ``codebooks`` codebooks
+      (:class:`~discodiff.conditioning.semantic.CodecFeatures`); the training task fits the centroids on the training
+      data (as latent statistics are) and computes the tokens from the cached latents.
+    - ``hubert`` / ``mert``: layer ``layer`` of an SSL model (``id``: hub id or local dir; None = the kind's default,
+      ``tiny`` = a random tiny HuBERT built locally, for tests; :mod:`discodiff.conditioning.ssl`); the tokens and
+      their tokenizer come from the latent cache (``discodiff tokenize``), and the pipeline runs the model on a vocal.
+    """
 
     k: int = bounded(500, low=2, high=65536)
+    features: str = bounded("codec", choices=FEATURE_KINDS)
     codebooks: int = bounded(1, low=1)
+    id: str | None = None
+    layer: int | None = bounded(None, low=0)
 
 
 @dataclass

@@ -1,17 +1,18 @@
 """``ARPipeline``: prompt (+ vocal) → semantic tokens → coarse codes → fine codes → decode, on one DAC codec.
 
-Shapes: audio ``[B, 1, T]`` at the codec's rate; codes ``[B, K, L]``; semantic tokens ``[B, Ls]`` at the tokenizer's
-frame rate (the codec's, for :class:`~discodiff.conditioning.semantic.CodecFeatures`). The vocal's semantic tokens come from
-the same tokenizer as the accompaniment's. Guidance: separate text and vocal scales, batched
+Shapes: audio ``[B, 1, T]`` at the codec's rate; codes ``[B, K, L]``; semantic tokens ``[B, Ls]`` at the feature
+extractor's frame rate (the codec's for :class:`~discodiff.conditioning.semantic.CodecFeatures`, 50 Hz for HuBERT).
+The vocal's semantic tokens come from the same extractor and tokenizer as the accompaniment's. Guidance: separate text and vocal scales, batched
 (:mod:`discodiff.ar.sampling`); the vocal scale acts on the semantic and coarse stages (the fine stage has no vocal).
 
 A model directory::
 
-    pipeline.json                   family ar; sources (codec, text encoder); sampling defaults; pattern;
-                                    coarse_codebooks; tokenizer (codebooks, fitted)
+    pipeline.json                   family ar; sources (codec, text encoder, SSL features); sampling defaults;
+                                    pattern; coarse_codebooks; tokenizer (features, codebooks, layer, fitted)
     semantic/ coarse/ fine/         one ARTransformer each (config.json + diffusion_pytorch_model.safetensors)
     semantic_tokenizer.safetensors  k-means centroids (SemanticTokenizer)
     codec/ text_encoder/            only when bundled (locally built ones no hub has)
+    semantic_features/              the SSL model, only when bundled (the tiny HuBERT)
 """
 
 from __future__ import annotations
@@ -36,15 +37,17 @@ from ..model_files import (MODEL_CONFIG, REPAIR, carry_over, component_location,
                            read_json_object, sections_problem)
 from ..outputs import atomic_directory
 from ..pipeline_utils import FAMILY_KEY, PIPELINE_FILE
-from .config import FAMILY_NAME, STAGES, ARSamplingConfig
+from .config import FAMILY_NAME, FEATURE_KINDS, STAGES, ARSamplingConfig
 from .patterns import PATTERN_NAMES
 from .sampling import SamplingSettings, sample_stage
 from ..conditioning.semantic import CodecFeatures, SemanticTokenizer
+from ..conditioning.ssl import SSLFeatures, resolve_ssl_features
 from .stages import StageTokens, stage_conditions, stage_specs
 from .transformer import ARTransformer
 
 TOKENIZER_FILE = "semantic_tokenizer.safetensors"
-COMPONENTS = ("codec", "text_encoder", *STAGES, TOKENIZER_FILE, PIPELINE_FILE)
+FEATURES_DIR = "semantic_features"
+COMPONENTS = ("codec", "text_encoder", FEATURES_DIR, *STAGES, TOKENIZER_FILE, PIPELINE_FILE)
 OUTPUT_TYPES = ("np", "pt", "codes")
 
 
@@ -61,20 +64,19 @@ class ARPipelineOutput(BaseOutput):
 
 class ARPipeline:
     """The AR baseline: three :class:`ARTransformer` stages (``semantic``, ``coarse``, ``fine``) over a codec's codes,
-    a frozen text encoder and a :class:`SemanticTokenizer` over :class:`CodecFeatures` of the codec's first
-    ``tokenizer_codebooks`` codebooks. ``sources`` records where the codec and text encoder come from;
-    ``defaults`` are the sampling defaults (:class:`~discodiff.ar.config.ARSamplingConfig` fields)."""
+    a frozen text encoder, and a :class:`SemanticTokenizer` over ``features`` (:class:`CodecFeatures` of the codec's
+    first codebooks, or :class:`SSLFeatures`). ``sources`` records where the codec, text encoder and SSL model come
+    from; ``defaults`` are the sampling defaults (:class:`~discodiff.ar.config.ARSamplingConfig` fields);
+    ``tokenizer_fitted`` is False for the random centroids of an untrained model."""
 
-    def __init__(self, codec, text_encoder, tokenizer: SemanticTokenizer, stages: dict[str, ARTransformer],
-                 pattern: str, coarse_codebooks: int, tokenizer_codebooks: int, tokenizer_fitted: bool,
+    def __init__(self, codec, text_encoder, tokenizer: SemanticTokenizer, features: CodecFeatures | SSLFeatures,
+                 stages: dict[str, ARTransformer], pattern: str, coarse_codebooks: int, tokenizer_fitted: bool,
                  sources: dict, defaults: dict):
-        self.codec, self.text_encoder, self.tokenizer = codec, text_encoder, tokenizer
+        self.codec, self.text_encoder, self.tokenizer, self.features = codec, text_encoder, tokenizer, features
         self.stages = dict(stages)
-        self.pattern, self.coarse_codebooks = pattern, coarse_codebooks
-        self.tokenizer_codebooks, self.tokenizer_fitted = tokenizer_codebooks, tokenizer_fitted
+        self.pattern, self.coarse_codebooks, self.tokenizer_fitted = pattern, coarse_codebooks, tokenizer_fitted
         self.sources, self.defaults = dict(sources), dict(defaults)
         self.specs = stage_specs(codec.n_codebooks, codec.spec.codebook_size, coarse_codebooks, tokenizer.k, pattern)
-        self.features = CodecFeatures(codec, tokenizer_codebooks)
         problem = self._fit_problem()
         if problem:
             raise ValueError(problem)
@@ -88,9 +90,17 @@ class ARPipeline:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ARPipeline":
         """Move every part to ``device`` and/or cast its floating-point weights to ``dtype``."""
         target = {name: value for name, value in (("device", device), ("dtype", dtype)) if value is not None}
-        for module in (self.codec, self.text_encoder, *self.stages.values()):
+        modules = [self.codec, self.text_encoder, *self.stages.values()]
+        if isinstance(self.features, SSLFeatures):
+            modules.append(self.features.model)
+        for module in modules:
             module.to(**target)
         return self
+
+    @property
+    def features_kind(self) -> str:
+        """``codec``, or the SSL kind (``hubert`` / ``mert``)."""
+        return "codec" if isinstance(self.features, CodecFeatures) else self.features.name
 
     def trainable_components(self) -> dict[str, torch.nn.Module]:
         """The trained parts by name (the three stages; the codec and text encoder are frozen)."""
@@ -112,13 +122,20 @@ class ARPipeline:
 
     def semantic_tokens(self, latents: torch.Tensor) -> torch.Tensor:
         """Latent query ``[B, K·d, L]`` (the codec's pre-snap latents, as the latent cache stores them) → semantic
-        tokens ``[B, L]``: the nearest centroid of the first ``tokenizer_codebooks · d`` channels of every frame."""
+        tokens ``[B, L]``: the nearest centroid of the first codebooks' channels of every frame (codec features only;
+        SSL tokens come from audio, :meth:`vocal_semantic`, or from the cache, ``discodiff tokenize``)."""
+        if not isinstance(self.features, CodecFeatures):
+            raise GenerationError(f"this model's semantic tokens are {self.features_kind} features of audio, not codec "
+                                  "latents: tokenize audio (vocal_semantic) or train on a cache made by `discodiff tokenize`")
         features = latents[:, : self.features.dim].transpose(1, 2).float()
         return self.tokenizer.assign(features).clone()  # a normal tensor (assign runs in inference mode)
 
     def vocal_semantic(self, vocal: torch.Tensor) -> torch.Tensor:
-        """Vocal audio ``[B, 1, T]`` → its semantic tokens ``[B, Ls]``."""
-        return self.semantic_tokens(self.codec.encode(vocal, progress=False).to(self.device))
+        """Vocal audio ``[B, 1, T]`` at the codec's rate → its semantic tokens ``[B, Ls]``."""
+        if isinstance(self.features, CodecFeatures):
+            return self.semantic_tokens(self.codec.encode(vocal, progress=False).to(self.device))
+        audio = self.features.resample(vocal, self.codec.sample_rate)
+        return self.tokenizer.assign(self.features(audio).to(self.device)).clone()
 
     # --- sampling ------------------------------------------------------------------------------
 
@@ -205,7 +222,8 @@ class ARPipeline:
                                 semantic=tokens.semantic, sample_rate=self.sample_rate)
 
     def _semantic_frames(self, frames: int) -> int:
-        """Semantic frames covering ``frames`` codec frames (the same count at the same rate)."""
+        """Semantic frames covering ``frames`` codec frames (the same count at the same rate; the count the training
+        crops have at another rate)."""
         if self.semantic_rate == self.codec.frame_rate:
             return frames
         return max(1, round(frames * self.semantic_rate / self.codec.frame_rate))
@@ -264,8 +282,8 @@ class ARPipeline:
                 return (f"the {name} stage has {wrong}={actual[wrong]!r}, but the codec, tokenizer (k={self.tokenizer.k}), "
                         f"text encoder and pattern {self.pattern!r} need {expected[wrong]!r}")
         if self.tokenizer.dim != self.features.dim:
-            return (f"the semantic tokenizer has dim {self.tokenizer.dim}, but {self.tokenizer_codebooks} codebook(s) of "
-                    f"this codec give features of dim {self.features.dim}")
+            return (f"the semantic tokenizer has dim {self.tokenizer.dim}, but the model's {self.features!r} give "
+                    f"features of dim {self.features.dim}")
         return None
 
     # --- persistence ---------------------------------------------------------------------------
@@ -281,16 +299,28 @@ class ARPipeline:
                 if sources[name].get("bundled"):
                     module.save_pretrained(build / name)
                     sources[name]["id"] = name
+            if sources.get("semantic_features", {}).get("bundled"):
+                self.features.model.save_pretrained(build / FEATURES_DIR)
+                preprocessor = {"sampling_rate": self.features.sample_rate, "do_normalize": self.features.normalize}
+                (build / FEATURES_DIR / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+                sources["semantic_features"]["id"] = FEATURES_DIR
             for name, model in self.stages.items():
                 model.save_pretrained(build / name)
             self.tokenizer.save(build / TOKENIZER_FILE)
             carry_over(directory, build, sources, COMPONENTS)
             manifest = {FAMILY_KEY: FAMILY_NAME, "sources": sources, "defaults": self.defaults, "pattern": self.pattern,
                         "coarse_codebooks": self.coarse_codebooks,
-                        "tokenizer": {"codebooks": self.tokenizer_codebooks, "fitted": self.tokenizer_fitted}}
+                        "tokenizer": self.tokenizer_settings()}
             (build / PIPELINE_FILE).write_text(json.dumps(manifest, indent=1))
         self.sources = sources
         return directory
+
+    def tokenizer_settings(self) -> dict:
+        """The tokenizer's manifest entry: ``features`` kind, ``codebooks`` (codec) or ``layer`` (SSL), ``fitted``."""
+        settings = {"features": self.features_kind, "fitted": self.tokenizer_fitted}
+        if isinstance(self.features, CodecFeatures):
+            return {**settings, "codebooks": self.features.codebooks}
+        return {**settings, "layer": self.features.layer}
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, codec: str | None = None, text_encoder: str | None = None,
@@ -320,10 +350,17 @@ class ARPipeline:
             tokenizer = SemanticTokenizer.load(directory / TOKENIZER_FILE)
         except ConfigError as err:
             raise ModelDirectoryError(f"{err}; {REPAIR}") from err
+        settings = manifest["tokenizer"]
         try:
-            pipeline = cls(codec_module, text_module.float(), tokenizer, stages, manifest["pattern"],
-                           manifest["coarse_codebooks"], manifest["tokenizer"]["codebooks"],
-                           manifest["tokenizer"]["fitted"], sources, manifest["defaults"])
+            if settings["features"] == "codec":
+                features = CodecFeatures(codec_module, settings["codebooks"])
+            else:
+                location = component_location(directory, "semantic_features", sources["semantic_features"], None)
+                features = resolve_ssl_features(settings["features"], location, settings["layer"])
+                if inside(location, directory):
+                    in_memory(features.model)
+            pipeline = cls(codec_module, text_module.float(), tokenizer, features, stages, manifest["pattern"],
+                           manifest["coarse_codebooks"], settings["fitted"], sources, manifest["defaults"])
         except (ValueError, ConfigError) as err:
             raise ModelDirectoryError(f"{directory / 'semantic' / MODEL_CONFIG} and the other parts do not fit ({err}): "
                                       f"pass the codec / text encoder the model was made with (--codec, --text-encoder), "
@@ -343,9 +380,16 @@ def _manifest_problem(manifest: dict) -> str | None:
     if not is_integer(manifest["coarse_codebooks"]) or manifest["coarse_codebooks"] < 1:
         return f"coarse_codebooks must be a positive integer, got {manifest['coarse_codebooks']!r}"
     tokenizer = manifest["tokenizer"]
-    if not isinstance(tokenizer, dict) or not is_integer(tokenizer.get("codebooks")) or \
+    kind = tokenizer.get("features", "codec") if isinstance(tokenizer, dict) else None
+    needed = "codebooks" if kind == "codec" else "layer"
+    if not isinstance(tokenizer, dict) or kind not in FEATURE_KINDS or not is_integer(tokenizer.get(needed)) or \
             not isinstance(tokenizer.get("fitted"), bool):
-        return f"tokenizer must be an object with codebooks (integer) and fitted (true/false), got {tokenizer!r}"
+        return (f"tokenizer must be an object with features ({', '.join(FEATURE_KINDS)}), codebooks (codec) or layer "
+                f"(SSL) as an integer, and fitted (true/false), got {tokenizer!r}")
+    tokenizer.setdefault("features", "codec")
+    if kind != "codec" and not isinstance(manifest["sources"], dict) or \
+            kind != "codec" and not isinstance(manifest["sources"].get("semantic_features"), dict):
+        return "sources.semantic_features (the SSL model's id and bundled flag) is missing"
     sources = manifest["sources"]
     if not isinstance(sources, dict):
         return f"sources must be an object with codec and text_encoder, got {sources!r}"

@@ -198,7 +198,10 @@ def stage_conditions(spec: StageSpec, tokens: StageTokens, null_vocal: bool | to
     vocal = tokens.vocal_semantic
     if spec.name == "semantic":
         length = tokens.semantic_mask.shape[1]
-        streams = [vocal if vocal is not None else None]
+        if vocal is not None and vocal.shape[1] != length:  # an extractor's frame count may differ by one: by time
+            index = align_by_time(length, tokens.semantic_rate, tokens.semantic_rate, num_source_frames=vocal.shape[1])
+            vocal = vocal[:, index.to(vocal.device)]
+        streams = [vocal]
     else:
         length = tokens.frame_mask.shape[1]
         accompaniment = tokens.semantic_at_codec_frames(_required(tokens.semantic, "accompaniment semantic tokens"))

@@ -12,8 +12,6 @@ is set by the chunk, not the duration.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import CodecError, is_real
+from ..model_files import state_dict_fingerprint
 from .backends import DEFAULT_CODEC, CodecSpec, load_backend, spec_from_descript_model, spec_from_transformers_config
 
 DEFAULT_CHUNK_SECONDS = 30.0
@@ -124,13 +123,7 @@ class DacCodec(nn.Module):
         (loading other weights into this instance afterwards is not noticed). It depends on the backend's
         parameter names, so a ``.pth`` codec and its converted ``transformers`` directory differ."""
         if self._fingerprint is None:
-            digest = hashlib.sha256()
-            state = self.model.state_dict()
-            for name in sorted(state):
-                tensor = state[name].detach().to("cpu").contiguous()
-                digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-                digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-            self._fingerprint = digest.hexdigest()
+            self._fingerprint = state_dict_fingerprint(self.model)
         return self._fingerprint
 
     def frames_for(self, num_samples: int) -> int:

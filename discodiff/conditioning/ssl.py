@@ -17,7 +17,6 @@ it here (no weights offline). A MERT directory whose ``config.json`` says ``mode
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from torch import nn
 from ..audio import resample
 from .text import ConditionerNotFoundError, local_load_errors
 from ..errors import AudioError, ConditioningError, ConfigError, first_line, is_integer
+from ..model_files import state_dict_fingerprint
 
 LOCAL_FIX = "re-save the model (save_pretrained) or copy the directory again"
 PREPROCESSOR_FILE = "preprocessor_config.json"
@@ -51,18 +51,6 @@ SSL_KINDS: dict[str, SSLDefaults] = {
     "hubert": SSLDefaults("facebook/hubert-base-ls960", 9, 16000, False),
     "mert": SSLDefaults("m-a-p/MERT-v1-95M", 7, 24000, True),
 }
-
-
-def state_dict_fingerprint(model: nn.Module) -> str:
-    """The sha256 hex digest of ``model.state_dict()``: every entry in sorted key order (name, dtype, shape, bytes),
-    the convention of :meth:`DacCodec.fingerprint`."""
-    digest = hashlib.sha256()
-    state = model.state_dict()
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu").contiguous()
-        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 class SSLFeatures:
@@ -258,3 +246,15 @@ def build_tiny_hubert(seed: int = 0, **overrides):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return HubertModel(config).eval()
+
+
+TINY_SSL = "tiny"
+TINY_SSL_LAYER = 1
+
+
+def resolve_ssl_features(kind: str, id_or_path: str | Path | None = None, layer: int | None = None) -> SSLFeatures:
+    """The one resolver of SSL extractor ids: ``tiny`` is always ``build_tiny_hubert(seed=0)`` at 16 kHz (layer 1
+    unless given; for tests and offline demos, not meaningful), anything else :func:`load_ssl_features`."""
+    if id_or_path is not None and str(id_or_path) == TINY_SSL:
+        return SSLFeatures(build_tiny_hubert(seed=0), TINY_SSL_LAYER if layer is None else layer, 16000, name=kind)
+    return load_ssl_features(kind, id_or_path, layer)

@@ -20,6 +20,11 @@ its config has an unfitted one, and the task fits it (``sklearn`` ``MiniBatchKMe
 written to ``RUN/semantic_tokenizer.safetensors`` (a resumed run must find the same) and exported with the stage.
 Every stage run on the same data and seed fits the same centroids; export refuses to join a stage to a model
 directory whose tokenizer differs. A model from ``model.init_from`` keeps its fitted tokenizer.
+
+**SSL semantic tokens** (``tokenizer.features: hubert`` or ``mert``) are features of audio, which the cache does not
+hold: ``discodiff tokenize`` computes them from the stems with their tokenizer, and the run reads them with
+``data.options.semantic_tokens=true`` (the batch's ``semantic``, ``vocal_semantic``, ``semantic_mask``); the
+cache's tokenizer must be of the model's extractor (same weights) and becomes the model's.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ from discodiff.ar.stages import StageTokens, stage_conditions, stage_target
 from discodiff.call_inputs import MAX_GUIDANCE
 from discodiff.conditioning import TextCondition
 from discodiff.configuration import bounded
-from discodiff.data.cache import CODEC_FILE, CodecInfo
-from discodiff.errors import DataError, OutputError, TrainingError
+from discodiff.data.cache import CODEC_FILE, CacheLayout, CodecInfo
+from discodiff.errors import ConfigError, DataError, OutputError, TrainingError
 from discodiff.guidance import condition_dropout
 from discodiff.outputs import atomic_file
 from discodiff.pipeline_utils import PIPELINE_FILE
@@ -55,6 +60,7 @@ from .state import process_seed
 from .task import TaskConfig, TaskSamples, TrainingTask, check_init_from
 
 BATCH_KEYS = ("latents", "vocal_latents", "frame_mask", "captions")
+SEMANTIC_KEYS = ("semantic", "vocal_semantic", "semantic_mask")  # cached SSL tokens (discodiff tokenize)
 
 
 @dataclass
@@ -142,11 +148,32 @@ class ARStageTask(TrainingTask):
                     CodecInfo.load(info).check_compatible(self.pipeline.codec, self.pipeline.sources["codec"]["id"])
                 except DataError as err:
                     raise DataError(f"{key}={directory}: {err}") from err
+        if self.pipeline.features_kind != "codec":
+            if not data.options.get("semantic_tokens"):
+                raise ConfigError(f"this model's semantic tokens are {self.pipeline.features_kind} features: train on a "
+                                  "cache tokenized with `discodiff tokenize` and set data.options.semantic_tokens=true")
+            self._use_cache_tokenizer(data.data_dir)
         training = TrainingData.from_config(data, num_validation_items, self.length_multiple, self.seed)
         if not self.pipeline.tokenizer_fitted:
             self.pipeline.tokenizer = fit_tokenizer(self.pipeline, training.train, self.settings.tokenizer)
             self.pipeline.tokenizer_fitted = True
         return training
+
+    def _use_cache_tokenizer(self, data_dir: str) -> None:
+        """SSL tokens come with their tokenizer from the cache: it must be of this model's extractor (and, for a
+        fitted model, the model's own)."""
+        path = CacheLayout(Path(data_dir)).semantic_tokenizer_file
+        if not path.is_file():
+            raise DataError(f"data.data_dir={data_dir} has no semantic tokens ({path} is missing); run `discodiff "
+                            f"tokenize {data_dir} --stems STEMS --features {self.pipeline.features_kind} --model …` first")
+        tokenizer = SemanticTokenizer.load(path)
+        if tokenizer.description != self.pipeline.features.description:
+            raise DataError(f"the semantic tokens of data.data_dir={data_dir} come from {tokenizer.description!r}, not "
+                            f"this model's {self.pipeline.features.description!r}; tokenize with the model's extractor")
+        if self.pipeline.tokenizer_fitted and not same_tokenizer(tokenizer, self.pipeline.tokenizer):
+            raise DataError(f"the semantic tokenizer of data.data_dir={data_dir} is not this model's; tokenize the cache "
+                            "with the model's tokenizer (discodiff tokenize --tokenizer MODEL/semantic_tokenizer.safetensors)")
+        self.pipeline.tokenizer, self.pipeline.tokenizer_fitted = tokenizer, True
 
     def to(self, device: torch.device) -> None:
         self.device = torch.device(device)
@@ -166,9 +193,14 @@ class ARStageTask(TrainingTask):
                             f"{tuple(latents.shape)} and {tuple(vocal.shape)}; prepare the data with the model's codec")
         frame_mask = batch["frame_mask"].to(device)
         codes = self.pipeline.codec.snap(latents).clone().to(device)  # a normal tensor (snap runs in inference mode)
-        tokens = StageTokens(codes=codes, semantic=self.pipeline.semantic_tokens(latents),
-                             vocal_semantic=self.pipeline.semantic_tokens(vocal), frame_mask=frame_mask,
-                             semantic_mask=frame_mask, codec_rate=self.pipeline.codec.frame_rate,
+        if self.pipeline.features_kind == "codec":
+            semantic, vocal_semantic, semantic_mask = (self.pipeline.semantic_tokens(latents),
+                                                       self.pipeline.semantic_tokens(vocal), frame_mask)
+        else:
+            check_batch_keys(batch, SEMANTIC_KEYS, "the AR stage task on SSL semantic tokens (data.options.semantic_tokens)")
+            semantic, vocal_semantic, semantic_mask = (batch[key].to(device) for key in SEMANTIC_KEYS)
+        tokens = StageTokens(codes=codes, semantic=semantic, vocal_semantic=vocal_semantic, frame_mask=frame_mask,
+                             semantic_mask=semantic_mask, codec_rate=self.pipeline.codec.frame_rate,
                              semantic_rate=self.pipeline.semantic_rate)
         if "text_sequence" in batch:
             text = TextCondition(batch["text_sequence"], batch["text_mask"], batch["text_pooled"]).to(device)
