@@ -16,13 +16,15 @@ from pathlib import Path
 from ..errors import ModelDirectoryError
 
 SHIPPED_MODEL_NAME = "bach-chorales"
+SHIPPED_AR_MODEL_NAME = "ar-bach-chorales"  # the AR baseline trained on the same data (the evaluation compares them)
 CHECKSUM_FILE = "checksums.json"
 MAX_SHIPPED_BYTES = 50 * 2**20  # what the repository may carry
 
 
-def shipped_model_dir() -> Path:
-    """Where the shipped model lives (inside the installed package)."""
-    return Path(__file__).resolve().parent / SHIPPED_MODEL_NAME
+def shipped_model_dir(name: str = SHIPPED_MODEL_NAME) -> Path:
+    """Where the shipped model ``name`` lives (inside the installed package); by default the one ``discodiff
+    sample`` uses without ``--model``."""
+    return Path(__file__).resolve().parent / name
 
 
 def sha256_of(path: Path) -> str:

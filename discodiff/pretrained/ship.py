@@ -1,6 +1,7 @@
-"""Turn an exported diffusion-family model directory into the shipped one (``train/ship.py`` runs it).
+"""Turn an exported model directory (of any generating family) into a shipped one (``train/ship.py`` runs it).
 
-The codec and text encoder are bundled into the directory (whatever ``sources`` referenced), every weight is
+The codec, text encoder and any other referenced encoder are bundled into the directory (whatever ``sources``
+referenced), every weight is
 stored in fp16, the card becomes ``README.md`` and ``checksums.json`` records every file. The result must stay
 under :data:`~discodiff.pretrained.MAX_SHIPPED_BYTES`; it is built aside and renamed into place.
 """
@@ -22,18 +23,19 @@ MODEL_MARKER = "pipeline.json"
 
 def ship_model(model_dir: str | Path, card: str | Path, out_dir: str | Path | None = None,
                overwrite: bool = False) -> Path:
-    """Write ``model_dir`` (a diffusion-family model directory) as a shipped model into ``out_dir`` (default:
-    :func:`~discodiff.pretrained.shipped_model_dir`); returns ``out_dir``."""
-    from ..pipeline import DiscoDiffPipeline
+    """Write ``model_dir`` (a model directory of a family that generates music) as a shipped model into ``out_dir``
+    (default: :func:`~discodiff.pretrained.shipped_model_dir`); returns ``out_dir``."""
+    from ..pipeline_utils import directory_family, load_pipeline
 
     out_dir = Path(out_dir) if out_dir is not None else shipped_model_dir()
     card = Path(card)
     if not card.is_file():
         raise ConfigError(f"--card {card}: no such file; write the model card (markdown) first")
     check_output_dir(out_dir, what="shipped model directory", marker=MODEL_MARKER, overwrite=overwrite)
-    pipeline = DiscoDiffPipeline.from_pretrained(model_dir)
-    for name in ("codec", "text_encoder"):
-        pipeline.sources[name]["bundled"] = True
+    directory_family(model_dir).check_generates(f"{model_dir}")
+    pipeline = load_pipeline(model_dir)
+    for source in pipeline.sources.values():
+        source["bundled"] = True
     with _diffusers_warnings_off():  # diffusers advises torch_dtype at load time on every cast; the loader does that
         pipeline.to(dtype=torch.float16)
     with atomic_directory(out_dir) as build:
