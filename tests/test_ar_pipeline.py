@@ -271,3 +271,19 @@ def test_hubert_semantic_tokens_at_50_hz(tmp_path):
     again = loaded("a calm chorale", vocal=vocal, generator=torch.Generator().manual_seed(0), progress=False,
                    output_type="codes", text_guidance=2.0, vocal_guidance=2.0)
     assert torch.equal(again.codes, out.codes)
+
+
+@pytest.mark.slow
+def test_ar_vs_diffusion_benchmark_prints_the_ratios(capsys, tmp_path):
+    from discodiff.bench.ar_vs_diffusion import main
+
+    record = tmp_path / "bench.json"
+    main(["--diffusion", "configs/tiny.yaml", "--ar", CONFIG, "--durations", "0.5", "1", "--steps", "2",
+          "--cache-seconds", "0.5", "--codec", "tiny", "--json", str(record)])
+    printed = capsys.readouterr().out
+    assert "ratio wall(AR)/wall(diffusion) at 1 s" in printed and "speed-up of the cache" in printed
+    import json
+
+    records = json.loads(record.read_text())["records"]
+    assert {r["family"] for r in records} == {"ar", "discodiff"} and any(not r["use_cache"] for r in records)
+    assert all(r["wall_s"] > 0 and r["rtf"] > 0 for r in records)

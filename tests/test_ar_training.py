@@ -160,3 +160,38 @@ def test_data_of_another_codec_is_refused(cache, tmp_path, fresh_accelerate_stat
                                                           f"model.overrides=[codec.id={other}]"))
     with pytest.raises(DataError, match="same geometry but other weights"):
         Trainer(config)
+
+
+def test_a_stage_trains_on_cached_hubert_tokens(cache, tmp_path, fresh_accelerate_state):
+    """SSL semantic tokens: `discodiff tokenize` (the tiny HuBERT, k=16) adds them to the cache; the coarse stage of a
+    model on the same extractor trains on them (50 Hz tokens read by time against 86.13 Hz codes) with the cache's
+    tokenizer, exports, and the exported model tokenizes a vocal itself."""
+    from discodiff import load_pipeline
+    from discodiff.conditioning.semantic import SemanticTokenizer
+    from discodiff.conditioning.ssl import resolve_ssl_features
+    from discodiff.data.cache import CacheLayout
+    from discodiff.data.tokenize import tokenize_cache
+    from discodiff.errors import ConfigError
+    from discodiff.training import TrainConfig, Trainer, export_pipeline
+
+    tokenized = tmp_path / "cache"
+    import shutil
+
+    shutil.copytree(cache, tokenized)
+    tokenize_cache(tokenized, cache.parent / "corpus", resolve_ssl_features("hubert", "tiny"), k=16, progress=False)
+    hubert = ["model.overrides=[tokenizer.features=hubert,tokenizer.id=tiny,tokenizer.k=16]"]
+    with pytest.raises(ConfigError, match="data.options.semantic_tokens=true"):
+        Trainer(TrainConfig.from_yaml(TRAIN_CONFIG, settings(tokenized, tmp_path / "refused", "coarse", *hubert)))
+    run = tmp_path / "coarse"
+    trainer = train(settings(tokenized, run, "coarse", *hubert, "data.options.semantic_tokens=true"))
+    cached = SemanticTokenizer.load(CacheLayout(tokenized).semantic_tokenizer_file)
+    assert torch.equal(trainer.task.pipeline.tokenizer.centroids, cached.centroids)
+    assert sorted(records(run, "train/loss")) == [1, 2, 3] and (run / "samples" / "step-3" / "0.wav").is_file()
+    model = export_pipeline(run, tmp_path / "model")
+    pipeline = load_pipeline(model)
+    assert pipeline.features_kind == "hubert" and pipeline.semantic_rate == 50.0
+    vocal = torch.zeros(1, 1, 22050)
+    vocal[..., 2000:] = 0.3 * torch.sin(torch.arange(20050) * 2 * torch.pi * 330 / 44100)
+    out = pipeline("a calm chorale", vocal=vocal, generator=torch.Generator().manual_seed(0), progress=False)
+    frames = pipeline.codec.frames_for(22050)
+    assert out.audios.shape == (1, 1, 22050) and out.semantic.shape[-1] == round(frames * 50 / pipeline.codec.frame_rate)

@@ -51,6 +51,7 @@ COMMANDS = {
     "tiny-codec": codec.tiny_codec,
     "render-corpus": data.render_corpus,
     "prepare": data.prepare,
+    "tokenize": data.tokenize,
     "new-model": model.new_model,
     "sample": model.sample,
 }

@@ -1,4 +1,5 @@
-"""Data commands: render-corpus (offline real music) and prepare (the latent cache for training)."""
+"""Data commands: render-corpus (offline real music), prepare (the latent cache for training) and tokenize (its
+semantic-token columns for the AR family)."""
 
 from __future__ import annotations
 
@@ -102,3 +103,53 @@ def prepare(
     if report.uncaptioned:
         typer.echo(f"  {len(report.uncaptioned)} tracks without captions (empty caption lists)")
     typer.echo(f"  details: {CacheLayout(out).report_file}")
+
+
+def tokenize(
+    cache: Path = typer.Argument(..., help="A latent cache made by `discodiff prepare` (from stems); tokens go to CACHE/semantic/."),
+    stems: Path = typer.Option(..., "--stems", help="The track folders the cache was prepared from (prepare's INPUT_DIR, or a copy)."),
+    features: str = typer.Option(..., "--features", help="SSL feature extractor: hubert (HuBERT, 16 kHz, 50 Hz) or mert (MERT, 24 kHz, 75 Hz)."),
+    model: str = typer.Option(..., "--model", help="Hub id or save_pretrained directory of the extractor (e.g. facebook/hubert-base-ls960); tiny = a random tiny HuBERT built locally (tests)."),
+    layer: int = typer.Option(None, "--layer", min=0, max=1000, help="Hidden layer to read [default: 9 for hubert, 7 for mert]."),
+    k: int = typer.Option(500, "--k", min=2, max=32767, help="k-means clusters when the tokenizer is fitted here (a given --tokenizer keeps its own)."),
+    tokenizer: Path = typer.Option(None, "--tokenizer", help="A semantic tokenizer .safetensors fitted on this extractor's features [default: fit one on the cache]."),
+    noise_std: float = typer.Option(0.0, "--noise-std", min=0.0, max=10.0, help="SingSong noisy-vocal featurisation: noise of this × the vocal's RMS (0: off)."),
+    fit_frames: int = typer.Option(200_000, "--fit-frames", min=2, max=100_000_000, help="Feature frames (vocal + accompaniment, evenly spaced windows) the tokenizer is fitted on."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the k-means fit and of the vocal noise."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, max=1024, help="Windows per extractor call."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace semantic tokens in CACHE/semantic computed with other settings."),
+    quiet: bool = QuietOption,
+) -> None:
+    """Add semantic-token columns (k-means of HuBERT/MERT features of the stems) to a latent cache; a rerun resumes."""
+    import json
+
+    import torch
+
+    from ..conditioning.semantic import SemanticTokenizer
+    from ..conditioning.ssl import SSL_KINDS, resolve_ssl_features
+    from ..data.cache import CacheLayout
+    from ..data.tokenize import tokenize_cache
+
+    check_choice("--features", features, tuple(SSL_KINDS))
+    layout = CacheLayout(cache)
+    try:
+        layout.require_dataset()
+    except FileNotFoundError as err:
+        raise DataError(str(err)) from None
+    if not stems.is_dir():
+        raise DataError(f"--stems {stems}: no such folder; pass the track folders the cache was prepared from")
+    if tokenizer is not None and not tokenizer.is_file():
+        raise DataError(f"--tokenizer {tokenizer}: no such file; pass a semantic tokenizer .safetensors or leave it out to fit one")
+    check_output_dir(layout.semantic_dir, what="CACHE/semantic", marker="shards", reuse=True)
+    fixed = SemanticTokenizer.load(tokenizer) if tokenizer is not None else None
+    with library_progress(not quiet):
+        extractor = resolve_ssl_features(features, model, layer)
+        if torch.cuda.is_available():
+            extractor.model.to("cuda")
+        source = {"kind": features, "id": model, "layer": extractor.layer}
+        out = tokenize_cache(cache, stems, extractor, tokenizer=fixed, k=k, fit_frames=fit_frames, noise_std=noise_std,
+                             seed=seed, source=source, progress=not quiet, overwrite=overwrite, batch_size=batch_size)
+    info = json.loads(layout.semantic_info_file.read_text(encoding="utf-8"))
+    typer.echo(f"{out}: semantic tokens of {info['windows']} windows from {info['tracks']} tracks at "
+               f"{info['frame_rate']:.4g} Hz ({info['semantic_frames']} per window), k={info['k']}"
+               f"{f', vocal noise {noise_std:g}' if noise_std else ''}")

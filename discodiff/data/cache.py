@@ -18,6 +18,20 @@
                               folders that are not tracks, with the reason
     OUT/text_cache/           optional frozen text-encoder outputs per caption (:mod:`.text_cache`)
     OUT/shards/               one finished track per file; what a rerun resumes from
+    OUT/semantic/             optional semantic tokens of every row, made by ``discodiff tokenize``
+                              (:mod:`.tokenize`, which details the layout):
+        info.json                 extractor description, frame_rate, sample_rate, k, noise_std, seed, source,
+                                  tokenizer_sha256, dataset_fingerprint (:func:`dataset_fingerprint` of the
+                                  dataset the tokens were computed for)
+        tokenizer.safetensors     the :class:`~discodiff.conditioning.semantic.SemanticTokenizer`
+        shards/<track>.npz        one finished track (what a rerun resumes from), tagged with the tokenizer's
+                                  sha256 and the dataset fingerprint
+        dataset/                  ``datasets.load_from_disk``, one row per row of ``OUT/dataset``, in its order:
+            track_id             string
+            window               int32
+            num_semantic_frames  int32       real frames; frames from here on are padding (−1)
+            semantic             int16 [Ls]  accompaniment tokens; Ls = frames of a full window at the semantic rate
+            vocal_semantic       int16 [Ls]  the vocal's tokens (with the optional noisy-vocal featurisation)
 
 The dataset and its statistics are published together: both are built in a hidden sibling folder that
 then replaces ``OUT/dataset`` (:func:`discodiff.outputs.atomic_directory`), so a reader sees the old
@@ -28,6 +42,7 @@ republishes them.)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass
@@ -45,6 +60,9 @@ DATASET_DIR = "dataset"
 PREPARE_REPORT_FILE = "prepare_report.json"
 TEXT_CACHE_DIR = "text_cache"
 SHARDS_DIR = "shards"
+SEMANTIC_DIR = "semantic"
+SEMANTIC_INFO_FILE = "info.json"
+SEMANTIC_TOKENIZER_FILE = "tokenizer.safetensors"
 GEOMETRY_FIELDS = ("sample_rate", "hop_length", "n_codebooks", "codebook_dim", "codebook_size")
 
 
@@ -144,6 +162,27 @@ class CacheLayout:
     def shards_dir(self) -> Path:
         return self.root / SHARDS_DIR
 
+    @property
+    def semantic_dir(self) -> Path:
+        """``discodiff tokenize``'s folder (:mod:`.tokenize`)."""
+        return self.root / SEMANTIC_DIR
+
+    @property
+    def semantic_info_file(self) -> Path:
+        return self.semantic_dir / SEMANTIC_INFO_FILE
+
+    @property
+    def semantic_tokenizer_file(self) -> Path:
+        return self.semantic_dir / SEMANTIC_TOKENIZER_FILE
+
+    @property
+    def semantic_shards_dir(self) -> Path:
+        return self.semantic_dir / SHARDS_DIR
+
+    @property
+    def semantic_dataset_dir(self) -> Path:
+        return self.semantic_dir / DATASET_DIR
+
     def require_dataset(self) -> Path:
         """The dataset directory; ``FileNotFoundError`` naming the command that makes it when missing."""
         if not (self.dataset_dir / "dataset_info.json").is_file() or not self.latent_stats_file.is_file():
@@ -151,6 +190,17 @@ class CacheLayout:
                                     f"{DATASET_DIR}/{LATENT_STATS_FILE}); make one with "
                                     "`discodiff prepare STEMS_DIR --out <dir>` (a rerun resumes)")
         return self.dataset_dir
+
+
+def dataset_fingerprint(layout: CacheLayout) -> str:
+    """A digest of the published dataset's ``state.json`` (its ``datasets`` fingerprint and files),
+    ``dataset_info.json`` (its features) and ``latent_stats.json`` (fitted on its latents, so it changes with
+    them): it changes when ``prepare`` republishes other rows, and survives copying the cache."""
+    digest = hashlib.sha256()
+    for name in ("state.json", "dataset_info.json", LATENT_STATS_FILE):
+        path = layout.dataset_dir / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
+    return digest.hexdigest()
 
 
 def window_features(latent_channels: int, n_codebooks: int, window_frames: int):

@@ -15,6 +15,7 @@ that source separation leaves in training vocals and that clean vocals at infere
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,16 @@ class LatentCropDataset(torch.utils.data.Dataset):
         caption        str               one of the track's captions ("" when it has none)
         track_id       str
         text_sequence [S, D], text_mask [S], text_pooled [P]   with ``text_cache=True``
+        semantic       long [Ns]         with ``semantic_tokens=True``: accompaniment tokens of the same crop by time
+        vocal_semantic long [Ns]         the vocal's tokens (``discodiff tokenize``; 0 on padding)
+        semantic_mask  bool [Ns]         True = real token
+
+    Semantic tokens (:mod:`.tokenize`) are cropped in sync with the latents, by time: with codec frame rate ``rc``
+    (``codec.json``) and semantic rate ``rs`` (``semantic/info.json``), a crop of codec frames ``[start, start+N)``
+    reads semantic frames ``[s, s + Ns)`` with ``s = floor(start · rs / rc)`` and ``Ns = round(N · rs / rc)``,
+    fixed per dataset; frames past the window's ``num_semantic_frames`` or past ``round(length · rs / rc)`` for a
+    crop of ``length`` real codec frames are padding. They use no random draw of their own, so items are the
+    same with or without them.
 
     Args:
         data_dir: a cache written by :func:`~discodiff.data.prepare.prepare_latent_cache`.
@@ -48,6 +59,8 @@ class LatentCropDataset(torch.utils.data.Dataset):
         noisy_vocal_std: vocal noise in normalised latent units (0: off); see the module docstring.
         text_cache: attach the cached text-encoder outputs of the drawn caption
             (:func:`~discodiff.data.text_cache.cache_text_embeddings` must have run).
+        semantic_tokens: attach the crop's semantic tokens (:func:`~discodiff.data.tokenize.tokenize_cache` must
+            have run for this version of the cache; a :class:`~discodiff.errors.DataError` otherwise).
     """
 
     def __init__(
@@ -58,6 +71,7 @@ class LatentCropDataset(torch.utils.data.Dataset):
         seed: int = 0,
         noisy_vocal_std: float = DEFAULT_NOISY_VOCAL_STD,
         text_cache: bool = False,
+        semantic_tokens: bool = False,
     ):
         from datasets import load_from_disk
 
@@ -78,6 +92,14 @@ class LatentCropDataset(torch.utils.data.Dataset):
         per_channel_std = self.latent_stats.std.repeat_interleave(self.latent_stats.codebook_dim) \
             if self.latent_stats.per == "codebook" else self.latent_stats.std
         self._vocal_noise_scale = (noisy_vocal_std * per_channel_std).numpy().astype(np.float32)[:, None]
+        self.semantic_rows = None
+        if semantic_tokens:
+            from .tokenize import SEMANTIC_COLUMNS, load_semantic_tokens
+
+            semantic, info = load_semantic_tokens(layout, dataset)
+            self.semantic_rows = semantic.select_columns(list(SEMANTIC_COLUMNS)).with_format("numpy")
+            self.semantic_rate_ratio = float(info["frame_rate"]) / self.codec_info.frame_rate  # rs / rc
+            self.semantic_frames = max(1, round(self.crop_frames * self.semantic_rate_ratio))
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws items use."""
@@ -108,7 +130,25 @@ class LatentCropDataset(torch.utils.data.Dataset):
                 "frame_mask": torch.from_numpy(mask), "caption": caption, "track_id": str(row["track_id"])}
         if self.text_embeddings is not None:
             item.update(self.text_embeddings[caption])
+        if self.semantic_rows is not None:
+            item.update(self._semantic_crop(index, start, length))
         return item
+
+    def _semantic_crop(self, index: int, start: int, length: int) -> dict:
+        """The semantic tokens of the crop of codec frames ``[start, start + length)`` (see the class docstring)."""
+        row = self.semantic_rows[index]
+        first = math.floor(start * self.semantic_rate_ratio)
+        real = max(0, min(self.semantic_frames, round(length * self.semantic_rate_ratio),
+                          int(row["num_semantic_frames"]) - first))
+        out = {}
+        for name in ("semantic", "vocal_semantic"):
+            tokens = np.zeros(self.semantic_frames, np.int64)
+            tokens[:real] = row[name][first : first + real]
+            out[name] = torch.from_numpy(tokens)
+        mask = np.zeros(self.semantic_frames, bool)
+        mask[:real] = True
+        out["semantic_mask"] = torch.from_numpy(mask)
+        return out
 
 
 def collate_latent_batch(items: list[dict]) -> dict:
@@ -122,6 +162,9 @@ def collate_latent_batch(items: list[dict]) -> dict:
         text_sequence  float32 [B, S, D]   zero-padded to the longest  } only when the items
         text_mask      bool [B, S]         True = real token            } carry cached text
         text_pooled    float32 [B, P]                                   }
+        semantic       long [B, Ns]        } only when the items carry semantic tokens
+        vocal_semantic long [B, Ns]        }
+        semantic_mask  bool [B, Ns]        }
     """
     batch = {
         "latents": torch.stack([item["latents"] for item in items]),
@@ -134,4 +177,7 @@ def collate_latent_batch(items: list[dict]) -> dict:
         batch["text_sequence"] = torch.nn.utils.rnn.pad_sequence([item["text_sequence"] for item in items], batch_first=True)
         batch["text_mask"] = torch.nn.utils.rnn.pad_sequence([item["text_mask"] for item in items], batch_first=True)
         batch["text_pooled"] = torch.stack([item["text_pooled"] for item in items])
+    for name in ("semantic", "vocal_semantic", "semantic_mask"):
+        if name in items[0]:
+            batch[name] = torch.stack([item[name] for item in items])
     return batch
