@@ -484,7 +484,7 @@ def test_an_unrelated_out_folder_is_refused_before_any_work(tiny_codec, tmp_path
         raise AssertionError("work started before --out was checked")
 
     monkeypatch.setattr(prepare_module, "_decode_jobs", no_work)
-    monkeypatch.setattr(prepare_module, "_decode", no_work)
+    monkeypatch.setattr(prepare_module, "decode_track", no_work)
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "todo.txt").write_text("mine")

@@ -59,8 +59,8 @@ STEM_LENGTHS_DIFFER = "stem-lengths-differ"
 SETTINGS_FILE = "settings.json"
 # what outputs.temporary_path (".<stem>.tmp-<pid><suffix>", files and folders), outputs.atomic_directory
 # (".dataset.old-<pid>") and earlier versions ("<name>.tmp-<pid>") leave behind when killed
-_STALE = re.compile(rf"^\..+{re.escape(TEMPORARY_MARK)}\d+(\.[^.]+)?$|^.+{re.escape(TEMPORARY_MARK)}\d+$")
-_DATASET_BACKUP = re.compile(rf"^\.{DATASET_DIR}\.old-\d+$")
+STALE_TEMPORARY = re.compile(rf"^\..+{re.escape(TEMPORARY_MARK)}\d+(\.[^.]+)?$|^.+{re.escape(TEMPORARY_MARK)}\d+$")
+DATASET_BACKUP = re.compile(rf"^\.{DATASET_DIR}\.old-\d+$")
 
 if TYPE_CHECKING:
     from datasets import Dataset, Features
@@ -74,7 +74,7 @@ class TrackReport:
     with the error in ``detail``; otherwise ``skipped_windows`` counts dropped windows per reason.
     ``captions`` is filled in when the cache is assembled. ``stem_seconds`` holds each stem file's
     length when they differ by more than one codec hop (the shorter ones were padded with silence).
-    ``fingerprint`` identifies the input files the report was made from (:func:`_fingerprint`).
+    ``fingerprint`` identifies the input files the report was made from (:func:`files_fingerprint`).
     """
 
     track_id: str
@@ -159,7 +159,7 @@ class PrepareReport:
 
 
 @dataclass(frozen=True)
-class _DecodeJob:
+class DecodeJob:
     """A track's files: ``vocals`` and ``accompaniment`` stems, or a ``mix`` to separate, and their fingerprint."""
 
     track_id: str
@@ -176,7 +176,7 @@ class _DecodeJob:
 
 
 @dataclass(frozen=True, eq=False)
-class _DecodedTrack:
+class DecodedTrack:
     """Decoded audio at the codec rate: mono ``stems`` (vocals, accompaniment) ``[T]``, or a ``mix [C, T]``;
     ``stem_seconds`` as in :class:`TrackReport`."""
 
@@ -315,17 +315,17 @@ def _read_captions(path: Path) -> dict[str, list[str]]:
 
 
 def _decode_jobs(input_dir: Path, sample_rate: int, hop_length: int,
-                 separate: bool) -> tuple[list[_DecodeJob], list[IncompleteFolder]]:
+                 separate: bool) -> tuple[list[DecodeJob], list[IncompleteFolder]]:
     """The tracks of ``input_dir`` with their fingerprints, and the folders that are not tracks (with the reason)."""
     if not input_dir.is_dir():
         what = "mixes" if separate else "track folders"
         raise DataError(f"{input_dir}: no such directory; pass the folder that holds the {what}")
     incomplete: list[IncompleteFolder] = []
     if separate:
-        jobs = [_DecodeJob(track_id, sample_rate, hop_length, mix=path) for track_id, path in find_mixes(input_dir).items()]
+        jobs = [DecodeJob(track_id, sample_rate, hop_length, mix=path) for track_id, path in find_mixes(input_dir).items()]
     else:
         pairs, incomplete = scan_stem_folders(input_dir)
-        jobs = [_DecodeJob(pair.track_id, sample_rate, hop_length, vocals=pair.vocals, accompaniment=pair.accompaniment)
+        jobs = [DecodeJob(pair.track_id, sample_rate, hop_length, vocals=pair.vocals, accompaniment=pair.accompaniment)
                 for pair in pairs]
     if not jobs:
         what = "audio files" if separate else "track folders with vocals.* and accompaniment.* (or drums/bass/other.*)"
@@ -334,10 +334,10 @@ def _decode_jobs(input_dir: Path, sample_rate: int, hop_length: int,
             first = incomplete[0]
             hint += f" ({len(incomplete)} incomplete folders, e.g. '{first.path}': {first.reason})"
         raise DataError(f"{input_dir}: no {what} found{hint}")
-    return [replace(job, fingerprint=_fingerprint(input_dir, job.files)) for job in jobs], incomplete
+    return [replace(job, fingerprint=files_fingerprint(input_dir, job.files)) for job in jobs], incomplete
 
 
-def _fingerprint(root: Path, files: Sequence[Path]) -> str:
+def files_fingerprint(root: Path, files: Sequence[Path]) -> str:
     """A digest of each file's name (relative to ``root``), size and modification time, in the given order:
     it changes when a file is replaced, repaired, added or removed."""
     entries = []
@@ -347,13 +347,13 @@ def _fingerprint(root: Path, files: Sequence[Path]) -> str:
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:32]
 
 
-def _decode(job: _DecodeJob) -> _DecodedTrack | TrackReport:
+def decode_track(job: DecodeJob) -> DecodedTrack | TrackReport:
     """Decode a track at the codec rate (in a worker); a :class:`TrackReport` when a file is unusable."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SilentAudioWarning)  # silence is judged on the stems, per window
             if job.mix is not None:
-                return _DecodedTrack(job.track_id, mix=load_audio(job.mix, job.sample_rate, mono=False).numpy())
+                return DecodedTrack(job.track_id, mix=load_audio(job.mix, job.sample_rate, mono=False).numpy())
             vocals = load_audio(job.vocals, job.sample_rate)[0].numpy()
             parts = [load_audio(path, job.sample_rate)[0].numpy() for path in job.accompaniment]
     except AudioError as err:
@@ -364,27 +364,27 @@ def _decode(job: _DecodeJob) -> _DecodedTrack | TrackReport:
         stem_seconds = {path.name: round(n / job.sample_rate, 3) for path, n in zip(job.files, lengths)}
     length = max(lengths)  # a stem that ends early is silent afterwards
     vocals, *parts = (np.pad(x, (0, length - len(x))) for x in (vocals, *parts))
-    return _DecodedTrack(job.track_id, stems=(vocals, np.sum(parts, axis=0, dtype=np.float32)), stem_seconds=stem_seconds)
+    return DecodedTrack(job.track_id, stems=(vocals, np.sum(parts, axis=0, dtype=np.float32)), stem_seconds=stem_seconds)
 
 
-def _decoded_tracks(jobs: Sequence[_DecodeJob], workers: int) -> Iterator[_DecodedTrack | TrackReport]:
-    """:func:`_decode` of ``jobs`` in order, at most ``2·workers`` tracks ahead of the consumer."""
+def _decoded_tracks(jobs: Sequence[DecodeJob], workers: int) -> Iterator[DecodedTrack | TrackReport]:
+    """:func:`decode_track` of ``jobs`` in order, at most ``2·workers`` tracks ahead of the consumer."""
     if workers == 1 or len(jobs) <= 1:
-        yield from map(_decode, jobs)
+        yield from map(decode_track, jobs)
         return
     context = multiprocessing.get_context("spawn")  # fork is unsafe once torch threads exist
     remaining = iter(jobs)
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-        pending = deque(pool.submit(_decode, job) for job in itertools.islice(remaining, 2 * workers))
+        pending = deque(pool.submit(decode_track, job) for job in itertools.islice(remaining, 2 * workers))
         while pending:
             result = pending.popleft().result()
             if (job := next(remaining, None)) is not None:
-                pending.append(pool.submit(_decode, job))
+                pending.append(pool.submit(decode_track, job))
             yield result
 
 
 def _prepare_track(
-    decoded: _DecodedTrack,
+    decoded: DecodedTrack,
     codec: DacCodec,
     settings: WindowSettings,
     separator: StemSeparator | None,
@@ -462,7 +462,7 @@ def _write_shard(path: Path, columns: dict, features: Features) -> None:
     write_atomic(path, write)
 
 
-def _finished_report(layout: CacheLayout, job: _DecodeJob) -> TrackReport | None:
+def _finished_report(layout: CacheLayout, job: DecodeJob) -> TrackReport | None:
     """The report of a track an earlier run finished from the files the track has now (same fingerprint;
     its shard present when it kept windows), else None: the track is to be (re)done."""
     path = _shard_file(layout, job.track_id, ".json")
@@ -498,10 +498,10 @@ def _claim_output(layout: CacheLayout, info: CodecInfo, settings: dict) -> None:
         write_text_atomic(settings_file, json.dumps(settings, indent=2) + "\n")
     info.save(layout.codec_file)
     for entry in itertools.chain(layout.shards_dir.iterdir(), layout.root.iterdir()):
-        backup = _DATASET_BACKUP.match(entry.name)
+        backup = DATASET_BACKUP.match(entry.name)
         if backup and not layout.dataset_dir.exists() and _is_published(entry):
             os.replace(entry, layout.dataset_dir)  # killed between moving the old dataset aside and the new one in
-        elif backup or _STALE.match(entry.name):
+        elif backup or STALE_TEMPORARY.match(entry.name):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
@@ -525,14 +525,14 @@ def _publish_dataset(layout: CacheLayout, reports: Sequence[TrackReport], captio
                                  feature=List(Value("string")))
     stats = fit_cache_stats(dataset, codebook_dim, normalize_per)
     with atomic_directory(layout.dataset_dir) as temporary:
-        with _datasets_progress(progress):
+        with datasets_progress(progress):
             dataset.save_to_disk(str(temporary))
         stats.save(temporary / LATENT_STATS_FILE)
     (layout.root / LATENT_STATS_FILE).unlink(missing_ok=True)  # where caches of an earlier layout kept it
 
 
 @contextmanager
-def _datasets_progress(enabled: bool):
+def datasets_progress(enabled: bool):
     """Hide ``datasets``' own progress bars inside the block when ``enabled`` is False (restored after)."""
     import datasets
 

@@ -62,8 +62,8 @@ from ..errors import ConfigError, DataError, ExistingWorkError, is_integer
 from ..outputs import atomic_directory
 from .cache import CacheLayout, CodecInfo, dataset_fingerprint, write_atomic, write_text_atomic
 from .layout import scan_stem_folders
-from .prepare import (_DATASET_BACKUP, _STALE, SETTINGS_FILE, TrackReport, _datasets_progress, _decode, _DecodeJob,
-                      _fingerprint)
+from .prepare import (DATASET_BACKUP, STALE_TEMPORARY, SETTINGS_FILE, TrackReport, datasets_progress, decode_track, DecodeJob,
+                      files_fingerprint)
 
 SEMANTIC_PADDING = -1
 DEFAULT_FIT_FRAMES = 200_000
@@ -253,7 +253,7 @@ def _cache_tracks(dataset) -> dict[str, list[_Window]]:
     return tracks
 
 
-def _stem_jobs(stems_dir: Path, track_ids: Sequence[str], sample_rate: int, info: CodecInfo) -> dict[str, _DecodeJob]:
+def _stem_jobs(stems_dir: Path, track_ids: Sequence[str], sample_rate: int, info: CodecInfo) -> dict[str, DecodeJob]:
     """``prepare``'s decode job of every cache track, at the extractor's rate; a :class:`DataError` naming the
     tracks whose stems ``stems_dir`` does not hold."""
     try:
@@ -268,18 +268,18 @@ def _stem_jobs(stems_dir: Path, track_ids: Sequence[str], sample_rate: int, info
         raise DataError(f"{stems_dir} holds no stems (vocals.* with accompaniment.* or drums/bass/other.*) for the "
                         f"cache's track{'s' * (len(missing) > 1)} {listed}; pass the folder the cache was prepared from")
     hop = max(1, round(info.hop_length * sample_rate / info.sample_rate))
-    return {track: _DecodeJob(track, sample_rate, hop, vocals=found[track].vocals,
+    return {track: DecodeJob(track, sample_rate, hop, vocals=found[track].vocals,
                               accompaniment=found[track].accompaniment) for track in track_ids}
 
 
-def _warn_changed_stems(layout: CacheLayout, stems_dir: Path, jobs: dict[str, _DecodeJob]) -> None:
+def _warn_changed_stems(layout: CacheLayout, stems_dir: Path, jobs: dict[str, DecodeJob]) -> None:
     """Warn when a track's files differ in size or time from those ``prepare`` encoded (its shard report)."""
     changed = []
     for track, job in jobs.items():
         report = layout.shards_dir / f"{quote(track, safe='')}.json"
         if report.is_file():
             recorded = TrackReport.from_dict(_read_json(report)).fingerprint
-            if recorded is not None and recorded != _fingerprint(stems_dir, job.files):
+            if recorded is not None and recorded != files_fingerprint(stems_dir, job.files):
                 changed.append(track)
     if changed:
         warnings.warn(f"{len(changed)} tracks' stems under {stems_dir} differ in size or modification time from those "
@@ -306,10 +306,10 @@ def _claim(layout: CacheLayout, settings: dict, overwrite: bool) -> None:
     write_text_atomic(settings_file, json.dumps(settings, indent=2) + "\n")
     dataset_dir = layout.semantic_dataset_dir
     for entry in itertools.chain(shards.iterdir(), layout.semantic_dir.iterdir()):
-        backup = _DATASET_BACKUP.match(entry.name)
+        backup = DATASET_BACKUP.match(entry.name)
         if backup and not dataset_dir.exists() and (entry / SEMANTIC_INFO_COPY).is_file():
             os.replace(entry, dataset_dir)  # killed between moving the old dataset aside and the new one in
-        elif backup or _STALE.match(entry.name):
+        elif backup or STALE_TEMPORARY.match(entry.name):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
@@ -351,7 +351,7 @@ def _finished_shard(layout: CacheLayout, track: str, windows: list[_Window], tag
             and columns["semantic"].shape == columns["vocal_semantic"].shape == (len(windows), frames))
 
 
-def _fitted_tokenizer(layout: CacheLayout, tracks: dict[str, list[_Window]], jobs: dict[str, _DecodeJob],
+def _fitted_tokenizer(layout: CacheLayout, tracks: dict[str, list[_Window]], jobs: dict[str, DecodeJob],
                       extractor: FeatureExtractor, info: CodecInfo, k: int, fit_frames: int, seed: int,
                       fingerprint: str, semantic_frames: int, batch_size: int, progress: bool) -> SemanticTokenizer:
     """The tokenizer an earlier run fitted for this dataset and these settings, else a new fit (saved)."""
@@ -386,9 +386,9 @@ def _fitted_tokenizer(layout: CacheLayout, tracks: dict[str, list[_Window]], job
 # --- audio → features → tokens --------------------------------------------------------------------------
 
 
-def _decoded_stems(job: _DecodeJob) -> tuple[np.ndarray, np.ndarray]:
+def _decoded_stems(job: DecodeJob) -> tuple[np.ndarray, np.ndarray]:
     """``prepare``'s decoding of a track (vocal, summed accompaniment; padded to equal length) at ``job``'s rate."""
-    decoded = _decode(job)
+    decoded = decode_track(job)
     if isinstance(decoded, TrackReport):
         raise DataError(f"track '{job.track_id}': {decoded.detail}; repair or replace its stems "
                         f"(or rerun prepare without it)")
@@ -482,7 +482,7 @@ def _publish(layout: CacheLayout, dataset, tracks: dict[str, list[_Window]], tok
         semantic = semantic.select(rows)
     text = json.dumps(info, indent=2) + "\n"
     with atomic_directory(layout.semantic_dataset_dir) as temporary:
-        with _datasets_progress(progress):
+        with datasets_progress(progress):
             semantic.save_to_disk(str(temporary))
         (temporary / SEMANTIC_INFO_COPY).write_text(text, encoding="utf-8")
     tokenizer.save(layout.semantic_tokenizer_file)
