@@ -9,8 +9,23 @@ How well an accompaniment fits a vocal (:mod:`.vocal_fit`): harmonic agreement (
 harmonic consonance (chroma in pitch classes consonant with it) and rhythmic agreement (onset correlation), and the
 paired comparison of accompaniments scored with their own vocal and with a mismatched one
 (``python -m discodiff.bench.vocal_fit`` runs it on a rendered corpus and on generated accompaniments).
+
+Distances between sets of clip embeddings (:mod:`.distances`): the Fréchet distance of two Gaussians (eigen-decomposed
+in float64, no ``sqrtm``), FAD and FAD∞ (extrapolated to infinitely many clips, with a bootstrap interval), the
+unbiased kernel distance (MMD², as KID and KAD use), and Gaussian statistics with a disk cache keyed on how the
+embeddings were made.
 """
 
+from .distances import (
+    FadInfinity,
+    GaussianStats,
+    cached_stats,
+    fad,
+    fad_infinity,
+    fit_inverse_count,
+    frechet_distance,
+    kernel_distance,
+)
 from .reconstruction import (
     CodecReport,
     PitchAgreement,
@@ -37,7 +52,8 @@ from .vocal_fit import (
     vocal_fit,
 )
 
-__all__ = ["AccompanimentFeatures", "CodecReport", "PairedComparison", "PairingError", "PitchAgreement",
-           "VocalFeatures", "VocalFit", "accompaniment_features", "chroma_similarity", "evaluate_codec",
-           "fit_from_features", "harmonic_agreement", "harmonic_consonance", "mel_distance", "mismatched_pairs",
+__all__ = ["AccompanimentFeatures", "CodecReport", "FadInfinity", "GaussianStats", "PairedComparison", "PairingError",
+           "PitchAgreement", "VocalFeatures", "VocalFit", "accompaniment_features", "cached_stats", "chroma_similarity",
+           "evaluate_codec", "fad", "fad_infinity", "fit_from_features", "fit_inverse_count", "frechet_distance",
+           "harmonic_agreement", "harmonic_consonance", "kernel_distance", "mel_distance", "mismatched_pairs",
            "paired_comparison", "pitch_agreement", "rhythmic_agreement", "si_sdr_db", "vocal_features", "vocal_fit"]
