@@ -7,8 +7,9 @@ Both models are built with random weights from their configs on the same codec (
 geometry is the real one: 9 codebooks × 1024 entries at 86.13 frames/s) and the locally built tiny T5 text encoder;
 weights do not change the cost of a step. Each measurement runs in a fresh subprocess: text-only generation with text
 guidance on (batched cond/uncond in both families), codes/latents out (decoding, the same for both, excluded).
-Reported per duration: wall time, real-time factor (audio seconds per wall second), peak added memory (peak RSS during
-the call minus RSS before it on the CPU; ``torch.cuda.max_memory_allocated`` on a GPU), the AR tokens generated per
+Reported per duration (:func:`discodiff.evaluation.speed.measure_generation`): wall time, real-time factor (audio
+seconds per wall second), peak added memory (peak RSS during the call minus RSS before it on the CPU, sampled;
+``torch.cuda.max_memory_allocated`` on a GPU), the seconds inside each model, the AR tokens generated per
 second (semantic + every codebook's codes) and the diffusion denoising steps per second (U-Net forwards of both
 stages), and the ratio of the two wall times. Then the AR model without its KV cache (every step recomputes the
 prefix) at ``--cache-seconds``: the cache's speed-up.
@@ -19,25 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
+from ..evaluation.speed import measure_generation
 from . import write_json_record
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CODEC = REPO / "discodiff" / "pretrained" / "bach-chorales" / "codec"
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return kib / 1024
 
 
 def build(config: str, codec: str):
@@ -63,22 +57,13 @@ def measure(config: str, codec: str, seconds: float, steps: int, use_cache: bool
     else:
         options.update(output_type="latent", num_inference_steps=steps)
     pipeline("warm-up", duration=0.5, generator=torch.Generator(device).manual_seed(0), **options)
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated() / 2**20
-    else:
-        before = _rss_mib()
-    start = time.perf_counter()
-    out = pipeline("a calm chorale", duration=seconds, generator=torch.Generator(device).manual_seed(0), **options)
-    if cuda:
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    record = {"family": "ar" if is_ar else "discodiff", "seconds": seconds, "wall_s": round(wall, 3),
-              "rtf": round(seconds / wall, 4), "peak_added_mib": round(peak - before, 1), "parameters": parameters(pipeline),
-              "use_cache": use_cache}
+    speed, out = measure_generation(
+        pipeline, lambda: pipeline("a calm chorale", duration=seconds, generator=torch.Generator(device).manual_seed(0),
+                                   **options), seconds, device)
+    wall = speed.wall_s
+    record = {"family": "ar" if is_ar else "discodiff", "seconds": seconds, "wall_s": wall, "rtf": speed.rtf,
+              "peak_added_mib": speed.peak_added_mib, "parameters": parameters(pipeline), "use_cache": use_cache,
+              "parts": speed.parts}
     if is_ar:
         record["tokens"] = int(out.codes.numel() + out.semantic.numel())
         record["tokens_per_s"] = round(record["tokens"] / wall, 1)
@@ -128,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'family':<10}{'audio s':>8}{'wall s':>9}{'x real time':>12}{'peak MiB':>10}{'work/s':>14}")
     for (family, seconds), r in rows.items():
         work = f"{r['tokens_per_s']:.0f} tok/s" if family == "ar" else f"{r['steps_per_s']:.2f} step/s"
-        print(f"{family:<10}{seconds:>8g}{r['wall_s']:>9.2f}{r['rtf']:>12.3f}{r['peak_added_mib']:>10.1f}{work:>14}")
+        parts = ", ".join(f"{name} {value:.2f}" for name, value in r["parts"].items())
+        print(f"{family:<10}{seconds:>8g}{r['wall_s']:>9.2f}{r['rtf']:>12.3f}{r['peak_added_mib']:>10.1f}{work:>14}"
+              f"   s in: {parts}")
     for seconds in args.durations:
         ratio = rows["ar", seconds]["wall_s"] / rows["discodiff", seconds]["wall_s"]
         print(f"ratio wall(AR)/wall(diffusion) at {seconds:g} s: {ratio:.2f}")

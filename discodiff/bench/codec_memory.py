@@ -23,11 +23,7 @@ import time
 
 import torch
 
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return kib / 1024
+from ..evaluation.speed import rss_mib
 
 
 def build_codec(arch: str):
@@ -46,7 +42,7 @@ def measure(arch: str, seconds: float, chunk_seconds: float | None) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     codec = build_codec(arch)
     audio = torch.randn(1, 1, int(seconds * codec.sample_rate), generator=torch.Generator().manual_seed(0)) * 0.1
-    before = _rss_mib()
+    before = rss_mib()
     start = time.perf_counter()
     latents, codes = codec.encode_with_codes(audio, chunk_seconds=chunk_seconds, progress=False)
     decoded = codec.decode_codes(codes, chunk_seconds=chunk_seconds, progress=False)
