@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from ..audio import resample
-from .text import ConditionerNotFoundError, local_load_errors
-from ..errors import AudioError, ConditioningError, ConfigError, first_line, is_integer
+from .text import load_or_raise
+from ..errors import AudioError, ConditioningError, ConfigError, is_integer
 from ..model_files import state_dict_fingerprint
 
 LOCAL_FIX = "re-save the model (save_pretrained) or copy the directory again"
@@ -152,25 +152,7 @@ class SSLFeatures:
 # --- loading ----------------------------------------------------------------------------------------
 
 
-def _load(load, id_or_path: str, what: str, **kwargs):
-    """``load(id_or_path, **kwargs)`` from local files first, then the hub; a one-line
-    :class:`ConditionerNotFoundError` naming ``id_or_path`` when neither has it (as ``conditioning.text`` does)."""
-    if Path(id_or_path).is_dir():
-        try:
-            return load(id_or_path, local_files_only=True, **kwargs)
-        except local_load_errors() as err:
-            raise ConditioningError(f"{id_or_path}: {what} cannot be loaded, damaged or inconsistent "
-                                    f"({first_line(err)}); {LOCAL_FIX}") from err
-    try:
-        try:  # the local cache first: no network round trips when the files are already here
-            return load(id_or_path, local_files_only=True, **kwargs)
-        except OSError:
-            return load(id_or_path, **kwargs)
-    except OSError as err:
-        raise ConditionerNotFoundError(
-            f"{what} '{id_or_path}' could not be loaded (not a local directory, not cached, hub unreachable); "
-            "pass a local save_pretrained directory as id_or_path"
-        ) from err
+LOCAL_COPY_FIX = "pass a local save_pretrained directory as id_or_path"
 
 
 def _preprocessor(id_or_path: str) -> dict:
@@ -215,11 +197,11 @@ def load_ssl_features(
     defaults = SSL_KINDS[kind]
     id_or_path = str(id_or_path or defaults.id)
     remote = {"trust_remote_code": True} if kind == "mert" else {}
-    config = _load(AutoConfig.from_pretrained, id_or_path, f"{kind} config", **remote)
+    config = load_or_raise(AutoConfig.from_pretrained, id_or_path, f"{kind} config", fix=LOCAL_COPY_FIX, **remote)
     if config.model_type == "hubert":
-        model = _load(HubertModel.from_pretrained, id_or_path, f"{kind} weights")
+        model = load_or_raise(HubertModel.from_pretrained, id_or_path, f"{kind} weights", fix=LOCAL_COPY_FIX)
     elif kind == "mert":
-        model = _load(AutoModel.from_pretrained, id_or_path, f"{kind} weights", **remote)
+        model = load_or_raise(AutoModel.from_pretrained, id_or_path, f"{kind} weights", fix=LOCAL_COPY_FIX, **remote)
     else:
         raise ConfigError(f"'{id_or_path}' holds a '{config.model_type}' model, not a HuBERT model; pass a HuBERT "
                           f"model or choose another kind ({tuple(SSL_KINDS)})")

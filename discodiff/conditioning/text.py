@@ -114,29 +114,33 @@ def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (sequence * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-def load_or_raise(load: Callable[..., Loaded], id_or_path: str, what: str, files: Sequence[str] = ()) -> Loaded:
-    """``load(id_or_path)`` from local files first, then the hub.
+TEXT_ENCODER_FIX = "pass a local directory with --text-encoder path/to/dir"
 
-    Raises a one-line :class:`ConditionerNotFoundError` (``what`` names the missing part) when both fail. A
-    local directory is loaded from its files alone; a failure there raises a :class:`ConditioningError`
-    naming ``files`` (the part's files in that directory).
+
+def load_or_raise(load: Callable[..., Loaded], id_or_path: str, what: str, files: Sequence[str] = (),
+                  fix: str = TEXT_ENCODER_FIX, **kwargs) -> Loaded:
+    """``load(id_or_path, **kwargs)`` from local files first, then the hub (every frozen model of
+    :mod:`discodiff.conditioning` and the evaluation embedders load through it).
+
+    Raises a one-line :class:`ConditionerNotFoundError` (``what`` names the missing part, ``fix`` how to pass a local
+    copy) when both fail. A local directory is loaded from its files alone; a failure there raises a
+    :class:`ConditioningError` naming ``files`` (the part's files in that directory).
     """
     if Path(id_or_path).is_dir():
         try:
-            return load(id_or_path, local_files_only=True)
+            return load(id_or_path, local_files_only=True, **kwargs)
         except local_load_errors() as err:
             where = " and ".join(str(Path(id_or_path) / file) for file in files) or id_or_path
             raise ConditioningError(f"{where}: {what} cannot be loaded, damaged or inconsistent "
                                     f"({first_line(err)}); {LOCAL_FIX}") from err
     try:
         try:  # the local cache first: no network round trips when the files are already here
-            return load(id_or_path, local_files_only=True)
+            return load(id_or_path, local_files_only=True, **kwargs)
         except OSError:
-            return load(id_or_path)
+            return load(id_or_path, **kwargs)
     except OSError as err:
         raise ConditionerNotFoundError(
-            f"{what} '{id_or_path}' could not be loaded (not a local directory, not cached, hub unreachable); "
-            "pass a local directory with --text-encoder path/to/dir"
+            f"{what} '{id_or_path}' could not be loaded (not a local directory, not cached, hub unreachable); {fix}"
         ) from err
 
 

