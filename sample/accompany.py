@@ -37,9 +37,8 @@ def main() -> None:
 
     from discodiff import load_pipeline
     from discodiff.audio import resample, save_audio
-    from discodiff.bench.vocal_fit import excerpt_plans, select_tracks
-    from discodiff.data import read_captions
-    from discodiff.errors import ConfigError, DataError, ExistingWorkError
+    from discodiff.errors import ConfigError, ExistingWorkError
+    from discodiff.evaluation.tracks import excerpt_plans, select_tracks, track_captions
     from discodiff.pretrained import shipped_model_dir, verify_checksums
     from discodiff.training.codec_data import read_crop
 
@@ -51,14 +50,7 @@ def main() -> None:
     if existing and not args.overwrite:
         raise ExistingWorkError(f"--out {out} already holds {existing[0].name} (and {len(existing) - 1} more of these "
                                 "tracks); pass --overwrite to replace them, or choose another folder")
-    captions = {}
-    for pair in tracks:
-        captions_file = Path(pair.vocals).parent.parent / "captions.jsonl"
-        if captions_file not in captions:
-            if not captions_file.is_file():
-                raise DataError(f"{captions_file}: missing; the captions of {pair.track_id} are read from it "
-                                "(`discodiff render-corpus` writes it)")
-            captions[captions_file] = read_captions(captions_file)
+    captions = track_captions(tracks)
     model = args.model
     if model is None:
         model = shipped_model_dir()
@@ -70,7 +62,7 @@ def main() -> None:
     plans = excerpt_plans(tracks, args.seconds, "start")
     for index in tqdm(range(len(tracks)), desc="accompany", unit="track", disable=args.quiet):
         pair, (vocal_source, _, rate, start, length) = tracks[index], plans[index]
-        prompt = captions[Path(pair.vocals).parent.parent / "captions.jsonl"][Path(pair.vocals).parent.name][0]
+        prompt = captions[index][0]
         vocal = resample(torch.from_numpy(read_crop(vocal_source, start, length))[None], rate, pipeline.sample_rate)
         generated = pipeline(prompt, vocal=vocal, generator=torch.Generator().manual_seed(args.seed + index),
                              progress=False, **options)

@@ -4,11 +4,12 @@
         [--excerpt middle] [--generated DIR] [--json out.json] [--quiet]
 
 Reads the rendered track folders under ``--data`` at any depth (``vocals.wav``, ``accompaniment.wav``,
-``metadata.json``; :func:`discodiff.training.codec_data.scan_tracks`), keeps the tracks whose ``metadata.json``
-piece is in ``--split`` of the fixed Bach split and refuses the whole tree, naming them, when any track is of a
-held-out composer (or is not a finished render): data discipline. The first ``--limit`` tracks by track id are used
-(at least 2). Of each, ``--seconds`` of the vocal and of the accompaniment are cut at the same place (the middle of
-the shorter stem, or its start with ``--excerpt start``; the whole stem when shorter).
+``metadata.json``; the selection of :mod:`discodiff.evaluation.tracks`, shared with ``discodiff eval``), keeps the
+tracks whose ``metadata.json`` piece is in ``--split`` of the fixed Bach split and refuses the whole tree, naming
+them, when any track is of a held-out composer (or is not a finished render): data discipline. The first
+``--limit`` tracks by track id are used (at least 2). Of each, ``--seconds`` of the vocal and of the accompaniment
+are cut at the same place (the middle of the shorter stem, or its start with ``--excerpt start``; the whole stem
+when shorter).
 
 Each accompaniment is scored (:mod:`discodiff.evaluation.vocal_fit`) with its own vocal (*matched*) and with the
 vocal of the next track in id order (*mismatched*, :func:`~discodiff.evaluation.vocal_fit.mismatched_pairs`):
@@ -36,9 +37,9 @@ from pathlib import Path
 from ..cli.errors import run_script
 from . import write_json_record
 from ..errors import ConfigError, DataError
+from ..evaluation.tracks import EXCERPTS, audio_info, excerpt_plans, select_tracks
 
 MAX_SECONDS = 600.0
-EXCERPTS = ("middle", "start")
 MEASURES = ("harmonic", "consonance", "rhythmic")
 
 
@@ -79,57 +80,6 @@ def check_args(args: argparse.Namespace) -> None:
         check_output_file(args.json, (".json",), what="--json")
 
 
-def select_tracks(root: str | Path, split: str, limit: int | None):
-    """The rendered tracks of ``split`` under ``root`` (sorted by track id, the first ``limit``; at least 2); refuses a
-    tree holding a held-out composer's track or an unfinished render (:func:`~discodiff.training.codec_data.scan_tracks`)."""
-    from ..training.codec_data import scan_tracks
-
-    tracks = scan_tracks(root)[split]
-    tracks = tracks[:limit] if limit else tracks
-    if len(tracks) < 2:
-        raise DataError(f"{root} holds {len(tracks)} rendered track(s) of the Bach {split} split, at least 2 are needed "
-                        f"(a mismatched vocal is another track's); render them with `discodiff render-corpus --split "
-                        f"{split}` or give another --data / --split")
-    return tracks
-
-
-def _audio_info(path: Path) -> tuple[int, int]:
-    """``(sample rate, frames)`` of an audio file from its header; a DataError naming it when unreadable."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, OSError) as err:  # soundfile raises LibsndfileError (a RuntimeError)
-        raise DataError(f"{path}: unreadable audio ({err}); render or generate it again, or remove it") from err
-    return info.samplerate, info.frames
-
-
-def excerpt_plans(pairs, seconds: float, excerpt: str):
-    """Per track ``(vocals source, accompaniment source, sample rate, start, length)``: ``seconds`` of the shorter stem,
-    its middle or its start. Reads only the files' headers; stems at different rates are refused."""
-    from ..training.codec_data import StemSource
-
-    plans = []
-    for pair in pairs:
-        sources, rates = [], set()
-        for stem, paths in (("vocals", (pair.vocals,)), ("accompaniment", pair.accompaniment)):
-            infos = [_audio_info(path) for path in paths]
-            rates |= {rate for rate, _ in infos}
-            sources.append(StemSource(pair.track_id, stem, tuple(paths), min(frames for _, frames in infos)))
-        if len(rates) > 1:
-            listed = ", ".join(map(str, sorted(rates)))
-            raise DataError(f"{Path(pair.vocals).parent}: stems at different sample rates ({listed} Hz); render the "
-                            "track again")
-        rate = rates.pop()
-        total = min(source.frames for source in sources)
-        if total == 0:
-            raise DataError(f"{Path(pair.vocals).parent}: a stem has no samples; render the track again or remove it")
-        length = min(total, max(1, round(seconds * rate)))
-        start = (total - length) // 2 if excerpt == "middle" else 0
-        plans.append((sources[0], sources[1], rate, start, length))
-    return plans
-
-
 def generated_plans(folder: str | Path, pairs, plans):
     """Per track ``(path, sample rate, start, length)`` of its generated accompaniment: the track's excerpt, in the
     file's own samples. Reads only headers; refuses missing files and files that end before the excerpt does."""
@@ -142,7 +92,7 @@ def generated_plans(folder: str | Path, pairs, plans):
                         f"{', '.join(missing[:3])}{more}; generate them, or lower --limit")
     result = []
     for path, (_, _, rate, start, length) in zip(paths, plans):
-        file_rate, frames = _audio_info(path)
+        file_rate, frames = audio_info(path)
         file_start, file_length = round(start * file_rate / rate), round(length * file_rate / rate)
         if frames < file_start + file_length:
             raise DataError(f"{path}: {frames / file_rate:.2f} s long, but the excerpt of its vocal ends at "

@@ -8,7 +8,7 @@ import platform
 
 import typer
 
-from . import codec, data, model
+from . import codec, data, evaluate, model
 from .errors import reports_errors
 
 HELP = """Text- and vocal-conditioned music at 44.1 kHz by coarse-to-fine latent diffusion on DAC latents.
@@ -54,6 +54,7 @@ COMMANDS = {
     "tokenize": data.tokenize,
     "new-model": model.new_model,
     "sample": model.sample,
+    "eval": evaluate.evaluate,
 }
 for name, command in COMMANDS.items():
     app.command(name)(reports_errors(command))

