@@ -16,7 +16,8 @@ from discodiff.audio import save_audio
 from discodiff.cli import app
 from discodiff.errors import ModelDirectoryError, OutputError
 from discodiff.pipeline import DiscoDiffPipeline
-from discodiff.pretrained import CHECKSUM_FILE, MAX_SHIPPED_BYTES, shipped_model_dir, verify_checksums
+from discodiff.pretrained import (CHECKSUM_FILE, MAX_SHIPPED_BYTES, SHIPPED_AR_MODEL_NAME, shipped_model_dir,
+                                  verify_checksums)
 from discodiff.pretrained import ship as ship_module
 from discodiff.pretrained.ship import ship_model
 
@@ -117,3 +118,39 @@ def test_the_shipped_model_loads_and_accompanies_a_vocal_at_its_length(tmp_path)
     audio, rate = sf.read(tmp_path / "a.wav")
     assert rate == 44100 and audio.shape == (round(1.3 * 44100),)
     assert audio.std() > 1e-4  # sound, not silence
+
+
+def test_an_ar_model_ships_too(tmp_path):
+    """ship_model takes any generating family: an AR model's stages, tokenizer and encoders are bundled in fp16."""
+    from discodiff import load_pipeline
+    from discodiff.ar import ARPipeline
+
+    model = tmp_path / "ar"
+    result = runner.invoke(app, ["new-model", str(model), "--config", str(TINY_CONFIG.with_name("ar_tiny.yaml"))])
+    assert result.exit_code == 0, result.output
+    card = tmp_path / "card.md"
+    card.write_text("# tiny ar\n")
+    shipped = ship_model(model, card, tmp_path / "shipped")
+    assert {"semantic", "coarse", "fine", "codec", "text_encoder"} <= {p.name for p in shipped.iterdir()}
+    tokenizer = shipped / "semantic_tokenizer.safetensors"  # k-means centroids stay float32 (small; what assign uses)
+    assert weight_dtypes(shipped) == {torch.float16, torch.float32} and tokenizer.is_file()
+    with safe_open(str(tokenizer), framework="pt") as f:
+        assert {f.get_tensor(key).dtype for key in f.keys()} == {torch.float32}
+    verify_checksums(shipped)
+    loaded = load_pipeline(shipped)
+    assert isinstance(loaded, ARPipeline)
+    assert {p.dtype for model in loaded.stages.values() for p in model.parameters()} == {torch.float32}
+
+
+def test_the_shipped_ar_model_loads_and_accompanies_a_vocal_at_its_length(tmp_path):
+    directory = shipped_model_dir(SHIPPED_AR_MODEL_NAME)
+    verify_checksums(directory)
+    recorded = json.loads((directory / CHECKSUM_FILE).read_text())
+    assert sum(entry["bytes"] for entry in recorded.values()) <= MAX_SHIPPED_BYTES
+    assert "validation" in (directory / "README.md").read_text()
+    save_audio(tmp_path / "vocal.wav", tone(0.4, freqs=(392.0,)))
+    result = runner.invoke(app, ["sample", "--model", str(directory), "--prompt", "a chorale", "--vocal",
+                                 str(tmp_path / "vocal.wav"), "--out", str(tmp_path / "a.wav"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    audio, rate = sf.read(tmp_path / "a.wav")
+    assert rate == 44100 and audio.shape == (round(0.4 * 44100),) and audio.std() > 1e-4
