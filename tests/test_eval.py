@@ -291,3 +291,80 @@ def test_fixed_batches_and_model_names():
     assert protocol._calls(prompts, [1, 2, 4], 2) == [[1], [2], [4]]  # a resumed run keeps the batches
     assert protocol.parse_model("a=models/x") == ("a", Path("models/x"))
     assert protocol.parse_model("models/x/") == ("x", Path("models/x"))
+
+
+# --- sharded across processes (accelerate launch) -----------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def without_speed_or_device(record: dict) -> dict:
+    record = without_speed(record)
+    record["settings"].pop("device")
+    return record
+
+
+def test_accelerate_launch_shards_generation_and_embedding_and_merges_to_the_same_numbers(world, reference_run,
+                                                                                         tmp_path):
+    """``accelerate launch`` of configs/accelerate/cpu_ddp.yaml (2 CPU processes over gloo) runs this file as the
+    script (:func:`shard_rank_main`): each process generates its fixed batches once, the main process writes the
+    report, and its numbers (speed and device aside) and audio are the single-process run's."""
+    import os
+    import subprocess
+    import sys
+
+    out, log = tmp_path / "sharded", tmp_path / "calls"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "configs" / "accelerate" / "cpu_ddp.yaml"), "--main_process_port", str(free_port()),
+               str(Path(__file__).resolve()), str(log), *map(str, eval_args(world, out))]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("3 generated, 0 from an earlier run") == 2  # printed by the main process only, once
+    calls = {rank: [json.loads(line) for line in Path(f"{log}-{rank}.jsonl").read_text().splitlines()]
+             for rank in (0, 1)}
+    # fixed batches of 1 item: process 0 does items 0 and 2, process 1 item 1, of each model, each exactly once
+    assert sorted(seed for _, seeds in calls[0] for seed in seeds) == [0, 0, 2, 2]
+    assert sorted(seed for _, seeds in calls[1] for seed in seeds) == [1, 1]
+    assert len({(kind, tuple(seeds)) for rank in calls for kind, seeds in calls[rank]}) == 6
+    reference = json.loads((reference_run[0] / "metrics.json").read_text())
+    sharded = json.loads((out / "metrics.json").read_text())
+    assert without_speed_or_device(sharded) == without_speed_or_device(reference)
+    assert {name: model["speed"]["items"] for name, model in sharded["models"].items()} == {"diff": 3, "auto": 3}
+    for path in (reference_run[0] / "generated").rglob("*.wav"):
+        assert (out / path.relative_to(reference_run[0])).read_bytes() == path.read_bytes()
+    generated = sorted(p.relative_to(out).as_posix() for p in (out / "generated").rglob("*") if p.is_file())
+    assert generated == sorted(p.relative_to(reference_run[0]).as_posix()
+                               for p in (reference_run[0] / "generated").rglob("*") if p.is_file())
+    assert (out / "report.md").is_file() and (out / "plots" / "kad_crepe.png").is_file()
+
+
+def shard_rank_main(log: str, args: list[str]) -> None:
+    """One process of the sharded eval: log each generation call (pipeline, seeds) to ``<log>-<rank>.jsonl``, then
+    run ``discodiff eval args``."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(1)
+    rank, real_generate = os.environ["RANK"], protocol.generate
+
+    def logged(pipeline, prompts, vocal, duration, generators, options):
+        with open(f"{log}-{rank}.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps([type(pipeline).__name__, [g.initial_seed() for g in generators]]) + "\n")
+        return real_generate(pipeline, prompts, vocal, duration, generators, options)
+
+    protocol.generate = logged
+    app(["eval", *args])
+
+
+if __name__ == "__main__":
+    import sys
+
+    shard_rank_main(sys.argv[1], sys.argv[2:])

@@ -49,6 +49,7 @@ COMMANDS = {
     "reconstruct": codec.reconstruct,
     "convert-codec": codec.convert_codec,
     "tiny-codec": codec.tiny_codec,
+    "convert-clap": evaluate.convert_clap,
     "render-corpus": data.render_corpus,
     "prepare": data.prepare,
     "tokenize": data.tokenize,

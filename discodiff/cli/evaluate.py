@@ -94,7 +94,10 @@ def evaluate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace work in --out made with other settings."),
     quiet: bool = QuietOption,
 ) -> None:
-    """Evaluate models of any family on one evaluation set: KAD/FAD/FAD∞, vocal fit, CLAP score, speed; a rerun resumes."""
+    """Evaluate models of any family on one evaluation set: KAD/FAD/FAD∞, vocal fit, CLAP score, speed; a rerun resumes.
+
+    `accelerate launch --multi_gpu --num_processes N -m discodiff.cli eval ...` shards generation and embedding across
+    the processes (each on its own device) and the main process writes the report."""
     from ..evaluation import protocol
     from ..outputs import check_output_dir
 
@@ -112,7 +115,9 @@ def evaluate(
     if scheduler is not None:
         check_choice("--scheduler", scheduler, SCHEDULERS)
     names = _embedders(embedders, embedder_codec, embedder_clap, crepe_model)
-    device = protocol.resolve_device(device)
+    state = protocol.distributed_state()  # several processes under `accelerate launch`, else None
+    main = state is None or state.is_main_process
+    device = protocol.process_device(device, state)  # --device, else this process's own
     specs = protocol.model_specs(models)
     sampling = {"num_inference_steps": steps, "text_guidance": text_guidance, "vocal_guidance": vocal_guidance,
                 "scheduler": scheduler, "temperature": temperature, "top_k": top_k, "top_p": top_p}
@@ -132,15 +137,19 @@ def evaluate(
                                        protocol.DEFAULT_SECONDS if seconds is None else seconds, excerpt or "middle")
     else:
         eval_set = protocol.prompts_set(prompts, protocol.DEFAULT_DURATION if duration is None else duration, limit)
-    check_output_dir(out, what="--out", marker=protocol.EVAL_FILE, reuse=True)
-    settings = {spec.name: protocol.model_settings(spec, options[spec.name], seed, batch_size, device) for spec in specs}
-    protocol.check_resumable(out, eval_set, settings, overwrite)
+    if main:  # the main process checks and claims --out; the others would race its writes there
+        check_output_dir(out, what="--out", marker=protocol.EVAL_FILE, reuse=True)
+        settings = {spec.name: protocol.model_settings(spec, options[spec.name], seed, batch_size, device)
+                    for spec in specs}
+        protocol.check_resumable(out, eval_set, settings, overwrite)
 
-    with library_progress(not quiet):
+    with library_progress(not quiet and main):
         built = _build_embedders(names, embedder_codec, embedder_clap, crepe_model, device)
         result = protocol.run_evaluation(eval_set, specs, built, out, options=options, seed=seed, batch_size=batch_size,
                                          bootstrap=bootstrap, device=device, overwrite=overwrite, progress=not quiet)
 
+    if not main:
+        return
     record = result.record
     what = (f"{len(eval_set.items)} tracks of the Bach {eval_set.settings['split']} split"
             if eval_set.has_reference else f"{len(eval_set.items)} prompts")
@@ -157,3 +166,23 @@ def evaluate(
                    f"{result.resumed[spec.name]} from an earlier run")
     typer.echo(f"  report: {out / protocol.REPORT_FILE}, numbers: {out / protocol.METRICS_FILE}, "
                f"{sum(1 for path in result.files if path.suffix == '.png')} plot(s) in {out / protocol.PLOTS_DIR}")
+
+
+def convert_clap(
+    checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True,
+                                      help="LAION CLAP .pt checkpoint (e.g. music_audioset_epoch_15_esc_90.14.pt)."),
+    out_dir: Path = typer.Argument(..., help="Output transformers ClapModel directory (new or empty)."),
+    tokenizer: Path = typer.Option(None, "--tokenizer", exists=True, file_okay=False,
+                                   help="Folder with roberta-base's tokenizer (vocab.json, merges.txt) to save with "
+                                   "the model as a full ClapProcessor [default: model + feature extractor only]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it already holds a CLAP model."),
+) -> None:
+    """Convert a LAION CLAP checkpoint (HTSAT-base + RoBERTa, no fusion: the music ones) into a transformers
+    ClapModel directory for `eval --embedder clap --embedder-clap DIR`; laion-clap is not needed."""
+    from ..evaluation.clap_convert import convert_clap_checkpoint
+
+    convert_clap_checkpoint(checkpoint, out_dir, overwrite=overwrite, tokenizer=tokenizer)
+    typer.echo(f"wrote {out_dir}")
+    if tokenizer is None:
+        typer.echo(f"no tokenizer saved: --embedder-clap needs one; copy roberta-base's tokenizer files (vocab.json, "
+                   f"merges.txt) into {out_dir}, or rerun with --tokenizer DIR --overwrite")

@@ -18,8 +18,16 @@ generates) is loaded with :func:`~discodiff.pipeline_utils.load_pipeline`; item 
 ``k·B … k·B + B − 1`` whatever was already done, so a resumed run makes the same batches; items of one batch whose
 vocal excerpts differ in length are generated in separate calls). Each item's audio is written atomically with its
 settings and the speed of its call (:func:`~.speed.measure_generation`). Generation is a loop over the items still to
-do; multi-process sharding (``accelerate launch``) is left out for now: it would hand each process every n-th batch
-of that loop and gather the per-item files, which are independent of one another, before the metrics.
+do.
+
+**Sharding** (``accelerate launch --multi_gpu --num_processes N -m discodiff.cli eval …``; on CPU with
+``ACCELERATE_USE_CPU=1``): process ``r`` of ``N`` (:func:`distributed_state`, Accelerate's ``PartialState``) takes the
+pending items of the fixed batches ``k`` with ``k mod N = r`` (:func:`shard_indices`), so it makes the same calls and
+writes the same files as a single process would, and no two processes write one file; the embeddings and vocal-fit
+analyses of the clips are computed the same way (clip ``i`` by process ``i mod N``) into the per-clip caches. The
+main process claims the report folder before the others start, and, once every process is done, computes the
+metrics and writes ``metrics.json``, ``report.md`` and the plots from the cached files. Each process runs on its own
+``state.device`` unless ``device`` is given. Without a launcher (one process) nothing changes.
 
 **Measures** (per model, from the per-item files): for each embedder (:func:`~.embedders.make_embedder`; default
 ``crepe``), the kernel audio distance KAD (:func:`~.distances.kernel_distance`, Gaussian kernel with the median
@@ -516,7 +524,7 @@ def generate_items(pipeline, spec: ModelSpec, settings: dict, eval_set: EvalSet,
                    options: dict, progress: bool = True) -> int:
     """Generate items ``indices`` with ``pipeline`` in their fixed batches and write each one's audio and record
     (:func:`generated_paths`); returns how many were generated. Item ``i`` uses ``torch.Generator`` seed
-    ``settings["seed"] + i``. A sharded run would call this with its share of the batches."""
+    ``settings["seed"] + i``. A sharded run calls this with its share of the batches (:func:`shard_indices`)."""
     from discodiff.audio import resample, save_audio
 
     from .speed import measure_generation
@@ -580,11 +588,12 @@ def embedder_folder(out: Path, embedder) -> Path:
 
 
 def cached_embeddings(embedder, folder: Path, ids: Sequence[str], load: Callable[[int], tuple], progress: bool,
-                      what: str) -> np.ndarray:
+                      what: str, indices: Sequence[int] | None = None) -> np.ndarray:
     """``[N, D]``: the embedding of each clip ``load(i) → (audio [T], sample_rate)``, read from ``folder/<id>.npy``
-    when cached there, else computed and saved."""
+    when cached there, else computed and saved (only the clips ``indices`` when given: a process's share)."""
     rows = []
-    for index in tqdm(range(len(ids)), desc=f"{embedder.name} embeddings: {what}", unit="clip", disable=not progress):
+    indices = range(len(ids)) if indices is None else indices
+    for index in tqdm(indices, desc=f"{embedder.name} embeddings: {what}", unit="clip", disable=not progress):
         path = folder / f"{ids[index]}.npy"
         vector = _load_array(path, (embedder.dim,)) if path.is_file() else None
         if vector is None:
@@ -592,7 +601,7 @@ def cached_embeddings(embedder, folder: Path, ids: Sequence[str], load: Callable
             vector = np.asarray(embedder(audio, rate), dtype=np.float64)
             _save_npy(path, vector)
         rows.append(vector)
-    return np.stack(rows)
+    return np.stack(rows) if rows else np.zeros((0, embedder.dim))
 
 
 def cached_text_embeddings(embedder, folder: Path, items: Sequence[EvalItem]) -> np.ndarray:
@@ -605,7 +614,7 @@ def cached_text_embeddings(embedder, folder: Path, items: Sequence[EvalItem]) ->
             vector = np.asarray(embedder.text_embeddings([item.prompt])[0], dtype=np.float64)
             _save_npy(path, vector)
         rows.append(vector)
-    return np.stack(rows)
+    return np.stack(rows) if rows else np.zeros((0, embedder.dim))
 
 
 def analysis_settings() -> dict:
@@ -763,6 +772,73 @@ def speed_measure(records: Sequence[dict], num_bootstrap: int, seed: int) -> dic
             "batch_size": int(records[0]["settings"]["model"]["batch_size"])}
 
 
+# --- sharding across processes (``accelerate launch``) ------------------------------------------------------------
+
+
+def distributed_state():
+    """Accelerate's ``PartialState`` when this process is one of several (``accelerate launch`` sets ``WORLD_SIZE``),
+    else None: without a launcher nothing is initialised and a run is the single-process one."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        world_size = 1
+    if world_size <= 1:
+        return None
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator reads it: gloo on CPUs
+    return state if state.num_processes > 1 else None
+
+
+def process_device(device: str | None, state) -> str:
+    """``device`` (:func:`resolve_device`), or, under a launcher (``state``) when not given, the process's own
+    (``cuda:<local rank>``, or ``cpu``)."""
+    if device is not None or state is None:
+        return resolve_device(device)
+    return "cpu" if state.device.type == "cpu" else str(state.device)
+
+
+def shard_indices(indices: Sequence[int], batch_size: int, process: int, processes: int) -> list[int]:
+    """The items of ``indices`` that process ``process`` of ``processes`` generates: those of the fixed batches
+    ``k = index // batch_size`` with ``k mod processes == process`` (the same calls a single process makes)."""
+    return [index for index in indices if (index // batch_size) % processes == process]
+
+
+def compute_share(eval_set: EvalSet, names: Sequence[str], embedders: dict, out: Path, process: int, processes: int,
+                  progress: bool = True) -> None:
+    """Process ``process`` of ``processes``: the embeddings and vocal-fit analyses of the clips ``i`` with
+    ``i mod processes == process`` (generated by every model, reference, vocals, caption texts) into the per-clip
+    caches, for the main process to read them all. Writes no settings files (the main process does)."""
+    out = Path(out)
+    items, ids = eval_set.items, eval_set.ids
+    share = [index for index in range(len(items)) if index % processes == process]
+    if not share:
+        return
+    for embedder_name, embedder in embedders.items():
+        if not eval_set.has_reference and embedder_name != "clap":
+            continue
+        folder = out / EMBEDDINGS_DIR / settings_key(embedder.settings())
+        for name in names:
+            cached_embeddings(embedder, folder / name, ids, lambda i, name=name: _read_generated(out, name, items[i]),
+                              progress, name, share)
+        if eval_set.has_reference:
+            cached_embeddings(embedder, folder / REFERENCE, ids, lambda i: (items[i].reference(), items[i].rate),
+                              progress, REFERENCE, share)
+        if embedder_name == "clap":
+            cached_text_embeddings(embedder, folder / TEXT, [items[index] for index in share])
+    if eval_set.has_reference:
+        folder = out / VOCAL_FIT_DIR / settings_key(analysis_settings())
+        for index in share:
+            item = items[index]
+            cached_features(folder / VOCALS, item.id, "vocal", lambda: (item.vocal(), item.rate), f"{item.id} vocals")
+            cached_features(folder / REFERENCE, item.id, "accompaniment", lambda: (item.reference(), item.rate),
+                            f"{item.id} accompaniment")
+            for name in names:
+                cached_features(folder / name, item.id, "accompaniment",
+                                lambda name=name: _read_generated(out, name, item), f"{item.id} generated by {name}")
+
+
 # --- the whole evaluation ---------------------------------------------------------------------------------------
 
 
@@ -795,36 +871,68 @@ def run_evaluation(eval_set: EvalSet, specs: Sequence[ModelSpec], embedders: dic
         seed: item ``i`` is generated with seed ``seed + i``; the bootstrap intervals use ``seed``.
         batch_size: items per generation call (fixed batches of consecutive items).
         bootstrap: replicates of the bootstrap intervals (0: none).
-        device: of the models (default: cuda when available).
+        device: of the models (default: cuda when available; under ``accelerate launch``, each process's own).
         overwrite: replace work in ``out`` made with other settings (else refused).
+
+    Under ``accelerate launch`` with several processes (:func:`distributed_state`) each generates and embeds its
+    share and only the main process computes the metrics and writes the report; the others return an empty
+    ``record`` (see the module docstring).
     """
     from discodiff.pipeline_utils import load_pipeline
-
-    from .report import write_report
 
     out = Path(out)
     if not is_integer(batch_size) or batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: must be a whole number ≥ 1")
     if not is_integer(bootstrap) or bootstrap < 0:
         raise ConfigError(f"--bootstrap {bootstrap}: must be a whole number ≥ 0")
-    device = resolve_device(device)
+    state = distributed_state()
+    process, processes = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    main = process == 0
+    device = process_device(device, state)
     options = {spec.name: dict((options or {}).get(spec.name, {})) for spec in specs}
     settings = {spec.name: model_settings(spec, options[spec.name], seed, batch_size, device) for spec in specs}
-    claim_output(out, eval_set, specs, settings, seed, overwrite)
+    if main:
+        claim_output(out, eval_set, specs, settings, seed, overwrite)
     result = EvaluationResult(record={})
+    if state is not None:
+        state.wait_for_everyone()  # the folder is claimed (and other settings' work deleted) before anyone reads it
+        pending = {spec.name: pending_items(out, spec.name, eval_set, settings[spec.name]) for spec in specs}
+        state.wait_for_everyone()  # every process has listed the work before any of it is written
+        progress = progress and main
 
     for spec in specs:
-        pending = pending_items(out, spec.name, eval_set, settings[spec.name])
-        result.resumed[spec.name] = len(eval_set.items) - len(pending)
-        result.generated[spec.name] = 0
-        if pending:
+        todo = pending[spec.name] if state is not None else pending_items(out, spec.name, eval_set, settings[spec.name])
+        result.resumed[spec.name] = len(eval_set.items) - len(todo)
+        result.generated[spec.name] = len(todo) if state is not None else 0
+        mine = shard_indices(todo, batch_size, process, processes)
+        if mine:
             pipeline = load_pipeline(spec.directory, device=device)
-            result.generated[spec.name] = generate_items(pipeline, spec, settings[spec.name], eval_set, pending, out,
-                                                         options[spec.name], progress)
+            done = generate_items(pipeline, spec, settings[spec.name], eval_set, mine, out, options[spec.name], progress)
+            if state is None:
+                result.generated[spec.name] = done
             del pipeline
             gc.collect()
             if torch.device(device).type == "cuda":
                 torch.cuda.empty_cache()
+
+    if state is not None:
+        compute_share(eval_set, [spec.name for spec in specs], embedders, out, process, processes, progress)
+        state.wait_for_everyone()  # every clip is generated and embedded
+    if main:
+        result.record, result.files = measure_and_report(eval_set, specs, embedders, out, settings, options, seed,
+                                                         batch_size, bootstrap, device, progress)
+    if state is not None:
+        state.wait_for_everyone()
+        state.destroy_process_group()  # a process that exits with its group alive sometimes aborts
+    return result
+
+
+def measure_and_report(eval_set: EvalSet, specs: Sequence[ModelSpec], embedders: dict, out: Path,
+                       settings: dict[str, dict], options: dict[str, dict], seed: int, batch_size: int, bootstrap: int,
+                       device: str, progress: bool) -> tuple[dict, list[Path]]:
+    """The measures of every model from the per-item files and caches (computing what is not cached), written to
+    ``metrics.json``, ``report.md`` and the plots; returns ``(record, files)``."""
+    from .report import write_report
 
     items, ids = eval_set.items, eval_set.ids
     names = [spec.name for spec in specs]
@@ -907,6 +1015,4 @@ def run_evaluation(eval_set: EvalSet, specs: Sequence[ModelSpec], embedders: dic
               "evaluation_set": eval_set.record(seed),
               "embedders": {name: embedder.settings() for name, embedder in embedders.items()},
               "reference": reference, "models": models}
-    result.record = record
-    result.files = [write_json(out / METRICS_FILE, record), *write_report(out, record)]
-    return result
+    return record, [write_json(out / METRICS_FILE, record), *write_report(out, record)]
