@@ -31,6 +31,19 @@ def check_prompts(prompt) -> list[str]:
     return prompts
 
 
+def read_prompt_file(path: Path, flag: str, error: type[Exception] = GenerationError) -> list[str]:
+    """The stripped, non-blank lines of the UTF-8 prompt file ``path`` (given as ``flag``); ``error`` (a
+    :class:`~discodiff.errors.DiscoDiffError`) names the flag for a file that is not UTF-8 or holds no prompt."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise error(f"{flag} {path}: not UTF-8 text ({err.reason}); save it as UTF-8") from err
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise error(f"{flag} {path} holds no prompts (blank lines are skipped); write one prompt per line")
+    return prompts
+
+
 def check_scale(name: str, value) -> float:
     """A guidance scale: a finite number in ``0 … MAX_GUIDANCE`` (1 = unguided, 0 ignores the condition)."""
     if not is_real(value) or not math.isfinite(value) or not 0 <= value <= MAX_GUIDANCE:

@@ -34,8 +34,8 @@ from .diffusion.sampling import SCHEDULER_DEFAULTS, _check_compatible, check_num
 from .errors import GenerationError, ModelDirectoryError, first_line, is_integer
 from .guidance import Conditions, Generators
 from .latents import LatentStats, merge_latents
-from .model_files import (LOAD_ERRORS, MODEL_CONFIG, REPAIR, carry_over, component_location, in_memory, inside,
-                          load_model, read_json_object, sections_problem)
+from .model_encoders import load_encoders, save_bundled_encoders
+from .model_files import LOAD_ERRORS, MODEL_CONFIG, REPAIR, carry_over, load_model, read_json_object, sections_problem
 from .models import UNet1DConditionModel
 from .outputs import atomic_directory
 from .pipeline_utils import FAMILY_KEY, PIPELINE_FILE
@@ -271,10 +271,7 @@ class DiscoDiffPipeline:
         directory = Path(directory)
         sources = copy.deepcopy(self.sources)
         with atomic_directory(directory) as build:
-            for name, module in (("codec", self.codec), ("text_encoder", self.text_encoder)):
-                if sources[name].get("bundled"):
-                    module.save_pretrained(build / name)
-                    sources[name]["id"] = name
+            save_bundled_encoders(build, sources, self.codec, self.text_encoder)
             self.primary.save_pretrained(build / "primary")
             self.secondary.save_pretrained(build / "secondary")
             if self.has_vocal_encoder:
@@ -300,9 +297,7 @@ class DiscoDiffPipeline:
         naming the file). Every tensor read from the directory is copied into memory, so nothing is read
         from its files later (a later :meth:`save_pretrained` may replace them).
         """
-        from .codec.resolve import load_codec
         from .conditioning import VocalConditioner
-        from .conditioning.resolve import load_text_encoder
 
         directory = Path(directory)
         manifest_path = directory / PIPELINE_FILE
@@ -317,14 +312,7 @@ class DiscoDiffPipeline:
             raise ModelDirectoryError(f"{manifest_path}: {problem}; {REPAIR}")
         sources = manifest["sources"]
 
-        codec_location = component_location(directory, "codec", sources["codec"], codec)
-        codec_module = load_codec(codec_location, backend=sources["codec"]["backend"])
-        text_location = component_location(directory, "text_encoder", sources["text_encoder"], text_encoder)
-        text_module = load_text_encoder(sources["text_encoder"]["kind"], text_location,
-                                        max_length=sources["text_encoder"]["max_length"])
-        for location, module in ((codec_location, codec_module), (text_location, text_module)):
-            if inside(location, directory):
-                in_memory(module)
+        codec_module, codec_location, text_module, text_location = load_encoders(directory, sources, codec, text_encoder)
         primary = load_model(UNet1DConditionModel, directory / "primary", "primary U-Net")
         secondary = load_model(UNet1DConditionModel, directory / "secondary", "secondary U-Net")
         vocal_encoders = {f"{stage}_vocal_encoder": load_model(VocalConditioner, directory / f"{stage}_vocal_encoder",

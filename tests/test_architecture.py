@@ -35,7 +35,8 @@ FORBIDDEN = {
     "pipeline": ENTRY_POINTS | {"build", "data", "corpus"},
     "build": ENTRY_POINTS | {"data", "corpus"},
     "ar": ENTRY_POINTS | {"pipeline", "build", "diffusion", "data", "corpus", "models", "config", "pretrained"},  # the AR family
-    "pretrained": ENTRY_POINTS | {"data", "corpus"},  # the shipped model: above the diffusion family, below the CLI
+    "pretrained": ENTRY_POINTS | {"data", "corpus"},
+    "model_encoders": ENTRY_POINTS | {"pipeline", "build", "ar", "data", "corpus", "models", "diffusion", "pretrained"},  # the shipped model: above the diffusion family, below the CLI
     "training": {"cli", "bench", "evaluation", "ui"},
 }
 TOP_LEVEL = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()

@@ -35,6 +35,7 @@ from ..errors import ConfigError, GenerationError, ModelDirectoryError, is_integ
 from ..guidance import Generators
 from ..model_files import (MODEL_CONFIG, REPAIR, carry_over, component_location, in_memory, inside, load_model,
                            read_json_object, sections_problem)
+from ..model_encoders import load_encoders, save_bundled_encoders
 from ..outputs import atomic_directory
 from ..pipeline_utils import FAMILY_KEY, PIPELINE_FILE
 from .config import FAMILY_NAME, FEATURE_KINDS, STAGES, ARSamplingConfig
@@ -295,10 +296,7 @@ class ARPipeline:
         directory = Path(directory)
         sources = copy.deepcopy(self.sources)
         with atomic_directory(directory) as build:
-            for name, module in (("codec", self.codec), ("text_encoder", self.text_encoder)):
-                if sources[name].get("bundled"):
-                    module.save_pretrained(build / name)
-                    sources[name]["id"] = name
+            save_bundled_encoders(build, sources, self.codec, self.text_encoder)
             if sources.get("semantic_features", {}).get("bundled"):
                 self.features.model.save_pretrained(build / FEATURES_DIR)
                 preprocessor = {"sampling_rate": self.features.sample_rate, "do_normalize": self.features.normalize}
@@ -327,9 +325,6 @@ class ARPipeline:
                         device: torch.device | str | None = None) -> "ARPipeline":
         """Load an AR model directory (every part in float32, in memory); ``codec`` / ``text_encoder`` override the
         referenced id or path. A missing or damaged part is a :class:`ModelDirectoryError` naming it."""
-        from ..codec.resolve import load_codec
-        from ..conditioning.resolve import load_text_encoder
-
         directory = Path(directory)
         manifest_path = directory / PIPELINE_FILE
         manifest = read_json_object(manifest_path, "the pipeline manifest")
@@ -337,14 +332,7 @@ class ARPipeline:
         if problem:
             raise ModelDirectoryError(f"{manifest_path}: {problem}; {REPAIR}")
         sources = manifest["sources"]
-        codec_location = component_location(directory, "codec", sources["codec"], codec)
-        codec_module = load_codec(codec_location, backend=sources["codec"]["backend"])
-        text_location = component_location(directory, "text_encoder", sources["text_encoder"], text_encoder)
-        text_module = load_text_encoder(sources["text_encoder"]["kind"], text_location,
-                                        max_length=sources["text_encoder"]["max_length"])
-        for location, module in ((codec_location, codec_module), (text_location, text_module)):
-            if inside(location, directory):
-                in_memory(module)
+        codec_module, codec_location, text_module, text_location = load_encoders(directory, sources, codec, text_encoder)
         stages = {name: load_model(ARTransformer, directory / name, f"{name} stage") for name in STAGES}
         try:
             tokenizer = SemanticTokenizer.load(directory / TOKENIZER_FILE)

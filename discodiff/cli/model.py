@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..audio import save_audio, wav_bytes
+from ..call_inputs import read_prompt_file
 from ..config import MAX_DURATION_SECONDS, MAX_GUIDANCE, MAX_INFERENCE_STEPS
 from ..diffusion.sampling import SCHEDULERS
 from ..errors import ConfigError
@@ -55,14 +56,7 @@ def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
         if not prompt.strip():
             raise ConfigError("--prompt is empty; describe the music, e.g. --prompt \"a calm Baroque chorale for strings\"")
         return [prompt]
-    try:
-        lines = prompts_file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"--prompts-file {prompts_file}: not UTF-8 text ({err.reason}); save it as UTF-8") from err
-    prompts = [line.strip() for line in lines if line.strip()]
-    if not prompts:
-        raise ConfigError(f"--prompts-file {prompts_file} holds no prompts (blank lines are skipped); write one prompt per line")
-    return prompts
+    return read_prompt_file(prompts_file, "--prompts-file", ConfigError)
 
 
 def output_names(path: Path, count: int) -> list[Path]:

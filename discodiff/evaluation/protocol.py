@@ -76,6 +76,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from discodiff.call_inputs import read_prompt_file
 from discodiff.errors import AudioError, ConfigError, DataError, ExistingWorkError, is_integer, is_real
 from discodiff.outputs import atomic_file
 
@@ -274,14 +275,7 @@ def read_prompt_lines(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"--prompts {path}: no such file; give a text file with one prompt per line")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise DataError(f"--prompts {path}: not UTF-8 text ({err.reason}); save it as UTF-8") from err
-    prompts = [line.strip() for line in lines if line.strip()]
-    if not prompts:
-        raise DataError(f"--prompts {path} holds no prompts (blank lines are skipped); write one prompt per line")
-    return prompts
+    return read_prompt_file(path, "--prompts", DataError)
 
 
 def prompts_set(path: str | Path, duration: float = DEFAULT_DURATION, limit: int | None = None) -> EvalSet:
