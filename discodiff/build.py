@@ -17,6 +17,7 @@ from .conditioning import VocalConditioner
 from .conditioning.resolve import load_text_encoder
 from .config import TINY, DiscoDiffConfig
 from .diffusion import make_scheduler
+from .errors import ConfigError
 from .latents import LatentStats
 from .models import UNet1DConditionModel
 from .pipeline import DiscoDiffPipeline
@@ -34,7 +35,8 @@ FAMILY = Family(
 
 
 def build_pipeline(config: DiscoDiffConfig, seed: int = 0, latent_stats: LatentStats | None = None) -> DiscoDiffPipeline:
-    """A pipeline with seeded random U-Nets / vocal encoder; ``latent_stats`` defaults to the unfitted identity."""
+    """A pipeline with seeded random U-Nets / vocal encoders (no secondary when ``primary_codebooks`` is the codec's
+    codebook count); ``latent_stats`` defaults to the unfitted identity."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         codec = load_codec(config.codec.id, config.codec.backend)  # tiny: the one fixed tiny codec, not seeded by `seed`
@@ -51,9 +53,15 @@ def build_pipeline(config: DiscoDiffConfig, seed: int = 0, latent_stats: LatentS
             return UNet1DConditionModel(in_channels=in_channels, out_channels=out_channels, context_dims=context_dims,
                                         pooled_dim=text_encoder.pooled_dim, **vars(unet_config))
 
-        d, channels = codec.codebook_dim, codec.latent_channels
-        primary, primary_vocal_encoder = unet(config.primary, d, d), vocal_encoder()
-        secondary, secondary_vocal_encoder = unet(config.secondary, channels, channels - d), vocal_encoder()
+        if config.primary_codebooks > codec.n_codebooks:
+            raise ConfigError(f"primary_codebooks={config.primary_codebooks} exceeds the codec's {codec.n_codebooks} "
+                              f"codebooks ({config.codec.id}); use 1 … {codec.n_codebooks} ({codec.n_codebooks}: one flat U-Net)")
+        primary_channels, channels = config.primary_codebooks * codec.codebook_dim, codec.latent_channels
+        primary, primary_vocal_encoder = unet(config.primary, primary_channels, primary_channels), vocal_encoder()
+        secondary = secondary_vocal_encoder = None
+        if primary_channels < channels:
+            secondary = unet(config.secondary, channels, channels - primary_channels)
+            secondary_vocal_encoder = vocal_encoder()
     sources = {
         "codec": {"id": config.codec.id, "backend": config.codec.backend, "bundled": config.codec.id == TINY},
         "text_encoder": {"kind": text.kind, "id": text.id, "max_length": text.max_length, "bundled": text.id == TINY},

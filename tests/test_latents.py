@@ -6,14 +6,18 @@ from discodiff.latents import LatentStats, merge_latents, split_latents
 
 def test_split_merge_round_trip():
     x = torch.randn(2, 72, 10)
-    primary, secondary = split_latents(x, codebook_dim=8)
+    primary, secondary = split_latents(x, primary_channels=8)
     assert primary.shape == (2, 8, 10) and secondary.shape == (2, 64, 10)
     assert torch.equal(merge_latents(primary, secondary), x)
+    primary, secondary = split_latents(x, primary_channels=24)  # P = 3 codebooks of 8
+    assert primary.shape == (2, 24, 10) and torch.equal(secondary, x[:, 24:])
 
 
 def test_split_rejects_bad_shape():
-    with pytest.raises(ValueError, match="K\\*8"):
-        split_latents(torch.randn(2, 70, 10), codebook_dim=8)
+    with pytest.raises(ValueError, match="more than the 72 primary channels"):
+        split_latents(torch.randn(2, 72, 10), primary_channels=72)
+    with pytest.raises(ValueError, match="\\[B, C, L\\]"):
+        split_latents(torch.randn(72, 10), primary_channels=8)
 
 
 @pytest.mark.parametrize("per", ["codebook", "channel"])

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from discodiff.build import build_pipeline
 from discodiff.cli import app
 from discodiff.config import DiscoDiffConfig
+from discodiff.errors import ModelDirectoryError
 from discodiff.pipeline import DiscoDiffPipeline
 from conftest import tone
 
@@ -147,3 +148,63 @@ def test_cli_new_model_and_sample(tmp_path):
 
     acc, sr = sf.read(tmp_path / "acc.wav")
     assert sr == 44100 and acc.shape == (tone(0.6).shape[-1],) and (tmp_path / "mix.wav").is_file()
+
+
+# --- where the coarse-to-fine split falls: primary_codebooks (P = K is the flat ablation) -------------------------
+
+def tiny_with_primary_codebooks(codebooks: int, seed: int = 0) -> DiscoDiffPipeline:
+    pipe = build_pipeline(DiscoDiffConfig.from_yaml("configs/tiny.yaml", [f"primary_codebooks={codebooks}"]), seed=seed)
+    for index, module in enumerate(pipe.trainable_components().values()):
+        randomize_(module, 10 + index)
+    return pipe
+
+
+def test_flat_model_is_one_unet_on_all_codebooks(tmp_path):
+    pipe = tiny_with_primary_codebooks(9)
+    assert pipe.is_flat and pipe.secondary is None and pipe.secondary_vocal_encoder is None
+    assert (pipe.primary.config.in_channels, pipe.primary.config.out_channels) == (72, 72)
+    assert list(pipe.trainable_components()) == ["primary", "primary_vocal_encoder"]
+    recorder = CallRecorder(pipe.primary)
+    try:
+        out = pipe(PROMPTS, vocal=tone(0.4), duration=0.4, num_inference_steps=3, generator=generators(2), progress=False)
+    finally:
+        recorder.restore()
+    assert out.latents.shape == (2, 72, pipe.codec.frames_for(round(0.4 * 44100)))
+    assert len(recorder.calls) == 3  # one batched guided call per step, and no secondary stage
+    loaded = DiscoDiffPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "flat"))
+    assert loaded.is_flat and not (tmp_path / "flat" / "secondary").exists()
+    again = loaded(PROMPTS, vocal=tone(0.4), duration=0.4, num_inference_steps=3, generator=generators(2), progress=False)
+    assert np.array_equal(out.audios, again.audios)
+    with pytest.raises(ValueError, match="flat model"):
+        pipe(PROMPTS[:1], duration=0.3, primary_latents=out.latents[:1], progress=False)
+
+
+def test_primary_of_several_codebooks_feeds_the_secondary(tmp_path):
+    pipe = tiny_with_primary_codebooks(3)
+    assert (pipe.primary_channels, pipe.secondary.config.in_channels, pipe.secondary.config.out_channels) == (24, 72, 48)
+    frames = pipe.codec.frames_for(round(0.3 * 44100))
+    given = torch.randn(1, 24, frames, generator=torch.Generator().manual_seed(3))
+    out = pipe(PROMPTS[:1], duration=0.3, primary_latents=given, num_inference_steps=2, output_type="latent",
+               generator=generators(1), progress=False)
+    assert (out.latents[:, :24] - given).abs().max() < 1e-5
+    loaded = DiscoDiffPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "p3"))
+    assert loaded.primary_channels == 24 and not loaded.is_flat
+
+
+def test_split_is_checked_when_built_and_loaded(tmp_path):
+    with pytest.raises(ValueError, match="primary_codebooks=10 exceeds the codec's 9 codebooks"):
+        tiny_with_primary_codebooks(10)
+    with pytest.raises(ValueError, match="primary_codebooks"):
+        DiscoDiffConfig.from_yaml("configs/tiny.yaml", ["primary_codebooks=0"])
+    two_stage, flat = tiny_with_primary_codebooks(1), tiny_with_primary_codebooks(9)
+    with pytest.raises(ValueError, match="a flat model.*but a secondary was given"):
+        DiscoDiffPipeline(two_stage.codec, two_stage.text_encoder, flat.primary, two_stage.secondary, two_stage.scheduler,
+                          two_stage.latent_stats, two_stage.sources, two_stage.defaults)
+    with pytest.raises(ValueError, match="no secondary U-Net, but the primary generates only 8 of the 72"):
+        DiscoDiffPipeline(two_stage.codec, two_stage.text_encoder, two_stage.primary, None, two_stage.scheduler,
+                          two_stage.latent_stats, two_stage.sources, two_stage.defaults)
+    directory = two_stage.save_pretrained(tmp_path / "two")
+    import shutil
+    shutil.rmtree(directory / "secondary")
+    with pytest.raises(ModelDirectoryError, match="secondary"):
+        DiscoDiffPipeline.from_pretrained(directory)

@@ -457,6 +457,35 @@ def test_export_refuses_a_pipeline_with_other_latent_statistics(data_dir, tmp_pa
         export_pipeline(run_dir, model_dir)
 
 
+
+def test_a_flat_model_trains_as_one_stage_and_exports(data_dir, tmp_path, fresh_accelerate_state):
+    """primary_codebooks = K: the primary stage learns all 72 channels; there is no secondary stage to train, and the
+    flat run cannot be exported into a two-stage model."""
+    from discodiff.errors import OutputError, TrainingError
+    from discodiff.pipeline import DiscoDiffPipeline
+    from discodiff.training import TrainConfig, Trainer, export_pipeline
+
+    flat = {"model__overrides": "[primary_codebooks=9]"}
+    run_dir = tmp_path / "flat"
+    trainer = Trainer(TrainConfig.from_yaml(TINY, overrides(data_dir, run_dir, max_steps=2, **flat)))
+    assert trainer.task.stage_model.unet.config.out_channels == 72
+    trainer.train()
+    losses = train_losses(run_dir)
+    assert sorted(losses) == [1, 2] and all(np.isfinite(list(losses.values())))
+    pipeline = DiscoDiffPipeline.from_pretrained(export_pipeline(run_dir, tmp_path / "flat-model"))
+    assert pipeline.is_flat
+    out = pipeline(["a calm chorale"], duration=0.3, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                   progress=False)
+    assert out.latents.shape[1] == 72 and np.isfinite(out.audios).all()
+    with pytest.raises(TrainingError, match="task.stage=secondary: this model is flat"):
+        Trainer(TrainConfig.from_yaml(TINY, overrides(data_dir, tmp_path / "secondary", max_steps=1,
+                                                      task__stage="secondary", **flat)))
+    two_stage_run = tmp_path / "two-stage"
+    Trainer(TrainConfig.from_yaml(TINY, overrides(data_dir, two_stage_run, max_steps=1))).train()
+    two_stage = export_pipeline(two_stage_run, tmp_path / "two-stage-model")
+    with pytest.raises(OutputError, match="another primary_codebooks"):
+        export_pipeline(run_dir, two_stage)
+
 # --- benchmark ----------------------------------------------------------------------------------
 
 

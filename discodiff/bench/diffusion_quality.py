@@ -307,8 +307,8 @@ def with_primary(pipeline, batches: Sequence[dict], steps: int, seed: int, text_
               disable=not progress) as bar:
         for batch in batches:
             prepared = objective.prepare(batch, device)
-            size, d = prepared.batch_size, pipeline.codec.codebook_dim
-            random_primary = draw_normal((size, d, prepared.latents.shape[-1]), primary_noise, device)
+            size, p = prepared.batch_size, pipeline.primary_channels
+            random_primary = draw_normal((size, p, prepared.latents.shape[-1]), primary_noise, device)
             shuffled = dataclasses.replace(prepared, latents=merge_latents(random_primary, prepared.target))
             audio = {"reference": decode(pipeline, prepared.latents)}
             for condition, stage_batch in (("true_primary", prepared), ("random_primary", shuffled)):

@@ -27,13 +27,16 @@ OFFLINE = ["codec.id=tiny", "text_encoder.id=tiny"]
 
 def unet_parameter_counts(config: DiscoDiffConfig, text_dim: int = 1024, pooled_dim: int = 1024,
                           channels: int = 72, d: int = 8) -> tuple[int, int]:
-    """(primary, secondary) U-Net parameters for the config with Flan-T5-large widths and 44.1 kHz DAC."""
+    """(primary, secondary) U-Net parameters for the config with Flan-T5-large widths and 44.1 kHz DAC (secondary 0 for
+    a flat model)."""
     contexts = [text_dim] + ([config.vocal_encoder.out_dim] if config.vocal_encoder.enabled else [])
-    counts = []
-    for unet, (in_ch, out_ch) in ((config.primary, (d, d)), (config.secondary, (channels, channels - d))):
-        counts.append(UNet1DConditionModel.count_parameters(in_channels=in_ch, out_channels=out_ch, context_dims=contexts,
-                                                            pooled_dim=pooled_dim, **vars(unet)))
-    return counts[0], counts[1]
+    primary_channels = config.primary_codebooks * d
+    stages = [(config.primary, (primary_channels, primary_channels))]
+    if primary_channels < channels:
+        stages.append((config.secondary, (channels, channels - primary_channels)))
+    counts = [UNet1DConditionModel.count_parameters(in_channels=in_ch, out_channels=out_ch, context_dims=contexts,
+                                                    pooled_dim=pooled_dim, **vars(unet)) for unet, (in_ch, out_ch) in stages]
+    return counts[0], sum(counts[1:])
 
 
 def main() -> None:
@@ -55,10 +58,11 @@ def main() -> None:
     print(f"{'config':<8}{'steps':>6}{'audio s':>9}{'wall s':>9}{'x real time':>13}")
     for name in args.configs:
         pipeline = build_pipeline(DiscoDiffConfig.from_yaml(CONFIGS / f"{name}.yaml", OFFLINE)).to(args.device)
-        print(f"{name:<8}U-Net parameters: primary {pipeline.primary.num_parameters() / 1e6:.1f}M, "
-              f"secondary {pipeline.secondary.num_parameters() / 1e6:.1f}M (tiny text encoder widths)")
+        counts = ", ".join(f"{name} {module.num_parameters() / 1e6:.1f}M"
+                           for name, module in pipeline.trainable_components().items() if "vocal" not in name)
+        print(f"{name:<8}U-Net parameters: {counts} (tiny text encoder widths)")
         if args.dtype != "float32":
-            for module in (pipeline.primary, pipeline.secondary, pipeline.primary_vocal_encoder, pipeline.secondary_vocal_encoder):
+            for module in pipeline.trainable_components().values():
                 module.to(getattr(torch, args.dtype))
         vocal_free = dict(text_guidance=3.0, output_type="latent", progress=False)
         pipeline("warm-up", duration=1.0, num_inference_steps=2, **vocal_free)

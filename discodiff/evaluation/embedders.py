@@ -61,15 +61,31 @@ The embedders (:func:`make_embedder` builds them by name):
   (default ``facebook/encodec_24khz``: 128 channels at 75 frames/s), pooled ``mean+std`` (256 dimensions). A mono
   window is repeated over a stereo model's channels; a model with ``normalize`` (the 48 kHz one) has each window
   scaled to unit RMS first, as its ``encode`` does per 1 s chunk (here: per window).
+- :class:`BasicPitchEmbedder` (``basic-pitch``): Spotify's basic-pitch note transcriber (ICASSP 2022, Apache-2.0),
+  the ONNX model its wheel ships (``saved_models/icassp_2022/nmp.onnx``), run by onnxruntime on the CPU with one
+  thread by default, without importing the ``basic_pitch`` package (which imports TensorFlow paths). Its input is
+  fixed: 43,844 samples at 22,050 Hz (2 s less one 256-sample hop), so the window is always that long (1.988 s);
+  ``hop_seconds`` defaults to the window (abutting windows, no overlap). Per window it gives 172 frames (one per 256
+  samples, 86 frames/s) of three posteriorgrams: ``note`` (88 piano keys, MIDI 21-108: a note sounds), ``onset``
+  (88: a note starts) and ``contour`` (264 bins, 3 per semitone from 27.5 Hz: multipitch salience). The frames are
+  the chosen ``outputs`` concatenated (default ``note``), pooled ``mean+std`` (176 dimensions: element 0-87 is the
+  mean activation of each key, MIDI ``m`` at ``m − 21``). It describes which notes sound, not timbre: a pitch
+  embedding like CREPE's, but polyphonic, so it sees an accompaniment's notes go when noise replaces them. On 16
+  rendered train chorales (2 s clips, 64 a side) the KAD of 8 chorales against 8 others is 0.023, against the 8
+  others with their accompaniment replaced by noise of its RMS 0.281 (CREPE tiny: 0.028 and 0.080; our codec:
+  0.058 and 0.741). Adding the ``contour`` or ``onset`` outputs changed neither by more than 5 %. Settings: the ONNX file's sha256, basic-pitch's and onnxruntime's
+  versions, the providers and threads. Install: ``pip install onnxruntime && pip install --no-deps
+  basic-pitch==0.4.0`` (its wheel pins TensorFlow on Linux; the ONNX model needs none of it).
 
 Left out: **VGGish** — no maintained PyPI package ships it for PyTorch with weights usable offline (``torchvggish``
 0.2 downloads its weights and PCA parameters from GitHub at first use and is unmaintained; the original is
-TensorFlow), so there is no VGGish embedder here. **basic-pitch** (Spotify's note transcriber; its posteriorgrams
-would be a good pitch embedding) is future work: its wheel pins TensorFlow.
+TensorFlow), so there is no VGGish embedder here.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import math
 import os
 import warnings
@@ -82,7 +98,15 @@ import torch
 from tqdm.auto import tqdm
 
 from discodiff.audio import load_audio, resample
-from discodiff.errors import AudioError, ConfigError, DataError, is_integer, is_real, require_module
+from discodiff.errors import (
+    AudioError,
+    ConfigError,
+    DataError,
+    MissingExtraError,
+    is_integer,
+    is_real,
+    require_module,
+)
 from discodiff.model_files import state_dict_fingerprint
 
 EMBEDDER_FORMAT = 1            # part of every settings(): bump when the pooling or windowing code changes
@@ -101,6 +125,16 @@ DEFAULT_CLAP = "laion/clap-htsat-unfused"
 CLAP_TEXT_TOKENS = 77          # the context CLAP's text tower was trained with
 DEFAULT_ENCODEC = "facebook/encodec_24khz"
 MERT_WINDOW_SECONDS = 5.0
+
+BASIC_PITCH_RATE = 22050       # basic_pitch.constants.AUDIO_SAMPLE_RATE
+BASIC_PITCH_FRAME_HOP = 256    # FFT_HOP: one posteriorgram frame per 256 samples
+BASIC_PITCH_WINDOW = 2 * BASIC_PITCH_RATE - BASIC_PITCH_FRAME_HOP  # AUDIO_N_SAMPLES, the model's fixed input: 43,844
+BASIC_PITCH_MODEL = ("saved_models", "icassp_2022", "nmp.onnx")    # inside the basic_pitch package directory
+BASIC_PITCH_INPUT = "serving_default_input_2:0"                   # [batch, 43844, 1] float32
+BASIC_PITCH_OUTPUTS = {"note": ("StatefulPartitionedCall:1", 88),  # names as basic_pitch/inference.py maps them
+                       "onset": ("StatefulPartitionedCall:2", 88),
+                       "contour": ("StatefulPartitionedCall:0", 264)}
+BASIC_PITCH_INSTALL = "pip install onnxruntime && pip install --no-deps basic-pitch==0.4.0"
 
 
 # --- windowing ------------------------------------------------------------------------------------------------
@@ -562,9 +596,98 @@ class EncodecEmbedder(FrameEmbedder):
                 "source": self.source, "normalize": bool(self.model.config.normalize)}
 
 
+def basic_pitch_model_path() -> Path:
+    """The ONNX model inside the installed basic-pitch wheel, found without importing ``basic_pitch`` (its
+    ``__init__`` imports TensorFlow paths); :class:`MissingExtraError` with the install commands when absent."""
+    spec = importlib.util.find_spec("basic_pitch")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise MissingExtraError(f"the basic-pitch embedder needs the 'basic-pitch' package (not installed): "
+                                f"{BASIC_PITCH_INSTALL}")
+    path = Path(locations[0]).joinpath(*BASIC_PITCH_MODEL)
+    if not path.is_file():
+        raise MissingExtraError(f"{path}: basic-pitch's ONNX model is missing; reinstall it: {BASIC_PITCH_INSTALL}")
+    return path
+
+
+class BasicPitchEmbedder(FrameEmbedder):
+    """Spotify's basic-pitch (the ONNX model in its wheel, on onnxruntime's CPU provider): its posteriorgrams of
+    172 frames per fixed 43,844-sample window at 22,050 Hz, the chosen ``outputs`` (``note`` [88], ``onset`` [88],
+    ``contour`` [264]) concatenated per frame and pooled per window (default ``note``, ``mean+std``: 176 dimensions).
+
+    ``model_path``: an ``nmp.onnx`` file (default: the one in the installed basic-pitch package). ``threads``:
+    onnxruntime's intra-op threads (default 1). ``hop_seconds`` defaults to the window (no overlap).
+    """
+
+    name = "basic-pitch"
+    sample_rate = BASIC_PITCH_RATE
+
+    def __init__(self, model_path: str | Path | None = None, outputs: Sequence[str] = ("note",),
+                 hop_seconds: float | None = None, pooling: str = "mean+std", batch_size: int = DEFAULT_BATCH,
+                 threads: int = 1):
+        outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+        if not outputs or len(set(outputs)) != len(outputs) or not set(outputs) <= set(BASIC_PITCH_OUTPUTS):
+            raise ConfigError(f"BasicPitchEmbedder needs outputs as distinct names among "
+                              f"{', '.join(BASIC_PITCH_OUTPUTS)}, got {outputs!r}")
+        if not is_integer(threads) or threads < 1:
+            raise ConfigError(f"BasicPitchEmbedder needs threads as a whole number ≥ 1, got {threads!r}")
+        super().__init__(pooling, BASIC_PITCH_WINDOW / BASIC_PITCH_RATE, hop_seconds, batch_size)
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise MissingExtraError(f"the basic-pitch embedder needs the 'onnxruntime' package "
+                                    f"({err.name or 'onnxruntime'} is missing): {BASIC_PITCH_INSTALL}") from err
+        path = basic_pitch_model_path() if model_path is None else Path(model_path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file; pass basic-pitch's nmp.onnx as model_path, or leave it unset "
+                              f"to use the installed package's ({BASIC_PITCH_INSTALL})")
+        self.outputs = outputs
+        self.threads = int(threads)
+        self.model_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.session = _basic_pitch_session(onnxruntime, path, self.threads)
+        self._onnxruntime_version = onnxruntime.__version__
+
+    @property
+    def frame_dim(self) -> int:
+        return sum(BASIC_PITCH_OUTPUTS[output][1] for output in self.outputs)
+
+    def embed_frames(self, audio: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(audio[:, 0, :, None].to("cpu", torch.float32).numpy())  # [W, 43844, 1]
+        names = [BASIC_PITCH_OUTPUTS[output][0] for output in self.outputs]
+        return torch.from_numpy(np.concatenate(self.session.run(names, {BASIC_PITCH_INPUT: x}), axis=-1))
+
+    def model_settings(self) -> dict:
+        return {"frames": f"basic-pitch ICASSP 2022 posteriorgrams ({'+'.join(self.outputs)}), 172 frames of "
+                          f"{BASIC_PITCH_FRAME_HOP} samples per {BASIC_PITCH_WINDOW}-sample window",
+                "outputs": list(self.outputs), "frame_pooling": self.pooling, "model_sha256": self.model_sha256,
+                "basic_pitch_version": _version("basic-pitch"), "onnxruntime_version": self._onnxruntime_version,
+                "providers": list(self.session.get_providers()), "intra_op_num_threads": self.threads}
+
+
+def _basic_pitch_session(onnxruntime, path: Path, threads: int):
+    """An onnxruntime CPU session of ``path`` (sequential, ``threads`` intra-op threads), checked to be basic-pitch's
+    model: its input and the three posteriorgram outputs, by name."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own (pybind) exception types for unreadable models
+        raise ConfigError(f"{path}: could not be loaded as an ONNX model ({type(err).__name__}); pass basic-pitch's "
+                          "nmp.onnx") from err
+    inputs = {node.name for node in session.get_inputs()}
+    outputs = {node.name for node in session.get_outputs()}
+    expected = {name for name, _ in BASIC_PITCH_OUTPUTS.values()}
+    if BASIC_PITCH_INPUT not in inputs or not expected <= outputs:
+        raise ConfigError(f"{path}: not basic-pitch's ICASSP 2022 model (inputs {sorted(inputs)}, outputs "
+                          f"{sorted(outputs)}); pass its saved_models/icassp_2022/nmp.onnx")
+    return session
+
+
 # --- by name ------------------------------------------------------------------------------------------------
 
-EMBEDDERS = ("codec", "crepe", "clap", "mert", "hubert", "encodec")
+EMBEDDERS = ("codec", "crepe", "clap", "mert", "hubert", "encodec", "basic-pitch")
 
 
 def make_embedder(name: str, **options) -> Embedder:
@@ -575,9 +698,11 @@ def make_embedder(name: str, **options) -> Embedder:
     - ``crepe``: ``model=`` (``tiny``, ``full``), ``device=``;
     - ``clap``, ``encodec``: ``id_or_path=`` (hub id or directory), ``device=``;
     - ``mert``, ``hubert``: ``id_or_path=`` (default: the anchor's model; ``tiny``), ``layer=``;
+    - ``basic-pitch``: ``model_path=`` (default: the installed package's ONNX file), ``outputs=``, ``threads=``;
 
     and the windowing and pooling options of the class (``window_seconds``, ``hop_seconds``, ``pooling``,
-    ``batch_size``; CLAP's window is fixed by its feature extractor, so it takes ``hop_seconds`` and ``batch_size``).
+    ``batch_size``; CLAP's and basic-pitch's windows are fixed by their models, so they take ``hop_seconds`` and
+    ``batch_size``, and basic-pitch ``pooling``).
     """
     if name == "codec":
         codec = options.pop("codec", None)
@@ -598,4 +723,6 @@ def make_embedder(name: str, **options) -> Embedder:
         features = resolve_ssl_features(name, options.pop("id_or_path", None), options.pop("layer", None))
         options.setdefault("window_seconds", MERT_WINDOW_SECONDS if name == "mert" else DEFAULT_WINDOW_SECONDS)
         return SSLEmbedder(features, **options)
+    if name == "basic-pitch":
+        return BasicPitchEmbedder(**options)
     raise ConfigError(f"unknown embedder {name!r}; choose one of {', '.join(EMBEDDERS)}")

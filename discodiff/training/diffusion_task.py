@@ -257,7 +257,10 @@ def model_config(model: ModelSection) -> DiscoDiffConfig:
 def check_compatible(pipeline: DiscoDiffPipeline, run_pipeline: DiscoDiffPipeline, stats: LatentStats, stage: str,
                      out_dir: Path) -> None:
     """Raise an :class:`OutputError` when the trained stage cannot join the pipeline in ``out_dir``."""
-    other = "secondary" if stage == "primary" else "primary"
+    if pipeline.primary_channels != run_pipeline.primary_channels:
+        raise OutputError(f"{out_dir} holds a pipeline whose primary generates {pipeline.primary_channels} channels, this "
+                          f"run's {run_pipeline.primary_channels} (another primary_codebooks); export into a new directory")
+    other = "secondary" if stage == "primary" and not pipeline.is_flat else "primary"
     ours, theirs = getattr(run_pipeline, stage).config, getattr(pipeline, other).config
     if (ours.context_dims, ours.pooled_dim) != (theirs.context_dims, theirs.pooled_dim) or \
             run_pipeline.codec.latent_channels != pipeline.codec.latent_channels:

@@ -1,8 +1,9 @@
 """What one stage of the diffusion task trains (:mod:`.diffusion_task`): its trainable modules (:class:`StageModel`) and
 its loss on a batch (:class:`StageObjective`).
 
-The primary stage learns the normalised first ``d`` channels (codebook 0). The secondary stage learns
-the other ``(K−1)·d`` channels given the normalised ground-truth primary as a clean prefix. Both are
+The primary stage learns the normalised first ``P·d`` channels (codebooks 0 … P−1; P = 1 in the paper, P = K for
+a flat model). The secondary stage learns the other ``(K−P)·d`` channels given the normalised ground-truth primary as
+a clean prefix. Both are
 conditioned on the frozen text encoder's output and on the stage's own vocal encoder applied to the
 normalised vocal latents; each condition is dropped per sample, independently, for guidance.
 """
@@ -16,7 +17,7 @@ from torch import nn
 
 from discodiff.conditioning import TextCondition
 from discodiff.diffusion import sample_timesteps, v_diffusion_loss
-from discodiff.errors import DataError
+from discodiff.errors import DataError, TrainingError
 from discodiff.guidance import Conditions, condition_dropout
 from discodiff.latents import LatentStats, merge_latents, split_latents
 from discodiff.pipeline import DiscoDiffPipeline, unet_call
@@ -38,6 +39,9 @@ class StageModel(nn.Module):
     @classmethod
     def from_pipeline(cls, pipeline: DiscoDiffPipeline, stage: str) -> StageModel:
         """The ``primary`` or ``secondary`` modules of ``pipeline`` (shared, not copied)."""
+        if getattr(pipeline, stage) is None:
+            raise TrainingError(f"task.stage={stage}: this model is flat (primary_codebooks = the codec's "
+                                f"{pipeline.codec.n_codebooks} codebooks), so it has no {stage} stage; train task.stage=primary")
         return cls(getattr(pipeline, stage), getattr(pipeline, f"{stage}_vocal_encoder"))
 
     @property
@@ -84,7 +88,7 @@ class StageBatch:
     frame_mask: torch.Tensor
     text: TextCondition
     stage: str
-    codebook_dim: int
+    primary_channels: int
 
     @property
     def batch_size(self) -> int:
@@ -92,18 +96,23 @@ class StageBatch:
 
     @property
     def target(self) -> torch.Tensor:
-        """What the stage learns: the primary ``[B, d, L]`` or the secondary ``[B, (K−1)·d, L]``."""
-        primary, secondary = split_latents(self.latents, self.codebook_dim)
+        """What the stage learns: the primary ``[B, P·d, L]`` (all of ``latents`` for a flat model) or the secondary
+        ``[B, (K−P)·d, L]``."""
+        if self.primary_channels == self.latents.shape[1]:
+            return self.latents
+        primary, secondary = split_latents(self.latents, self.primary_channels)
         return primary if self.stage == "primary" else secondary
 
     @property
     def clean_prefix(self) -> torch.Tensor | None:
         """What the stage is given: the true primary for the secondary stage, None for the primary stage."""
-        return None if self.stage == "primary" else self.latents[:, : self.codebook_dim]
+        return None if self.stage == "primary" else self.latents[:, : self.primary_channels]
 
     def replace_target(self, generated: torch.Tensor) -> torch.Tensor:
         """``latents`` with the stage's channels replaced by ``generated`` (same shape as :attr:`target`)."""
-        primary, secondary = split_latents(self.latents, self.codebook_dim)
+        if self.primary_channels == self.latents.shape[1]:
+            return generated
+        primary, secondary = split_latents(self.latents, self.primary_channels)
         return merge_latents(generated, secondary) if self.stage == "primary" else merge_latents(primary, generated)
 
 
@@ -114,7 +123,7 @@ class StageObjective:
     def __init__(self, pipeline: DiscoDiffPipeline, stage: str, text_dropout: float, vocal_dropout: float, loss: str = "l1"):
         self.pipeline, self.stage, self.loss = pipeline, stage, loss
         self.text_encoder = pipeline.text_encoder
-        self.codebook_dim = pipeline.codec.codebook_dim
+        self.primary_channels = pipeline.primary_channels
         self.latent_channels = pipeline.codec.latent_channels
         self.text_dropout, self.vocal_dropout = text_dropout, vocal_dropout
 
@@ -134,7 +143,7 @@ class StageObjective:
             text = TextCondition(batch["text_sequence"], batch["text_mask"], batch["text_pooled"]).to(device)
         else:
             text = self.text_encoder(list(batch["captions"]), device=device)
-        return StageBatch(latents, vocal, batch["frame_mask"].to(device), text, self.stage, self.codebook_dim)
+        return StageBatch(latents, vocal, batch["frame_mask"].to(device), text, self.stage, self.primary_channels)
 
     def __call__(
         self,
