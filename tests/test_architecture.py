@@ -38,6 +38,7 @@ FORBIDDEN = {
     "pretrained": ENTRY_POINTS | {"data", "corpus"},
     "model_encoders": ENTRY_POINTS | {"pipeline", "build", "ar", "data", "corpus", "models", "diffusion", "pretrained"},  # the shipped model: above the diffusion family, below the CLI
     "training": {"cli", "bench", "evaluation", "ui"},
+    "captions": {"training", "cli", "bench", "ui", "pipeline", "build", "ar", "models", "diffusion", "pretrained"},  # beside evaluation (its embedders)
 }
 TOP_LEVEL = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
              if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").is_file())}

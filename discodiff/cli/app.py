@@ -8,7 +8,7 @@ import platform
 
 import typer
 
-from . import codec, data, evaluate, model
+from . import captions, codec, data, evaluate, model
 from .errors import reports_errors
 
 HELP = """Text- and vocal-conditioned music at 44.1 kHz by coarse-to-fine latent diffusion on DAC latents.
@@ -59,6 +59,7 @@ COMMANDS = {
 }
 for name, command in COMMANDS.items():
     app.command(name)(reports_errors(command))
+app.add_typer(captions.app, name="captions")
 
 
 if __name__ == "__main__":

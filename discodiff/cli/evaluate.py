@@ -16,7 +16,7 @@ MAX_BOOTSTRAP = 100_000
 CREPE_MODELS = ("tiny", "full")
 
 
-def _embedders(names: list[str], codec: str | None, clap: str | None, crepe_model: str | None) -> list[str]:
+def embedder_names(names: list[str], codec: str | None, clap: str | None, crepe_model: str | None) -> list[str]:
     """The embedder names (default ``crepe``), checked with the options that belong to them."""
     from ..evaluation.embedders import EMBEDDERS
 
@@ -37,7 +37,7 @@ def _embedders(names: list[str], codec: str | None, clap: str | None, crepe_mode
     return names
 
 
-def _build_embedders(names: list[str], codec: str | None, clap: str | None, crepe_model: str | None, device: str):
+def build_embedders(names: list[str], codec: str | None, clap: str | None, crepe_model: str | None, device: str):
     from ..evaluation.embedders import make_embedder
 
     built = {}
@@ -114,7 +114,7 @@ def evaluate(
             raise ConfigError(f"{', '.join(given)}: for --data; a prompt list takes --duration")
     if scheduler is not None:
         check_choice("--scheduler", scheduler, SCHEDULERS)
-    names = _embedders(embedders, embedder_codec, embedder_clap, crepe_model)
+    names = embedder_names(embedders, embedder_codec, embedder_clap, crepe_model)
     state = protocol.distributed_state()  # several processes under `accelerate launch`, else None
     main = state is None or state.is_main_process
     device = protocol.process_device(device, state)  # --device, else this process's own
@@ -144,7 +144,7 @@ def evaluate(
         protocol.check_resumable(out, eval_set, settings, overwrite)
 
     with library_progress(not quiet and main):
-        built = _build_embedders(names, embedder_codec, embedder_clap, crepe_model, device)
+        built = build_embedders(names, embedder_codec, embedder_clap, crepe_model, device)
         result = protocol.run_evaluation(eval_set, specs, built, out, options=options, seed=seed, batch_size=batch_size,
                                          bootstrap=bootstrap, device=device, overwrite=overwrite, progress=not quiet)
 
