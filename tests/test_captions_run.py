@@ -167,3 +167,16 @@ def test_accelerate_launch_shards_the_steps_and_gives_the_same_release(corpus, r
         assert digests(work / step) == digests(corpus / "work" / step), step
     invoke("release", "--work", work, "--out", tmp_path / "dataset", "--keep-top", 0.5, "--quiet")
     assert digests(tmp_path / "dataset") == digests(released)
+
+
+def test_a_saved_reference_ranks_like_its_reference_clips(corpus, released, tmp_path):
+    """The fitted statistics of a rank step (rank/reference.npz) are reusable: ranking with them instead of the
+    reference clips gives the same ranking; with another embedder's settings they are refused."""
+    work = tmp_path / "work"
+    invoke("tags", corpus / "clips", "--work", work, "--quiet")
+    saved = corpus / "work" / "rank" / "reference.npz"
+    invoke("rank", "--work", work, "--reference", saved, "--embedder", "basic-pitch", "--quiet")
+    assert (work / "rank" / "ranking.csv").read_bytes() == (corpus / "work" / "rank" / "ranking.csv").read_bytes()
+    result = runner.invoke(app, ["captions", "rank", "--work", str(work), "--reference", str(saved),
+                                 "--embedder", "crepe", "--quiet"])
+    assert result.exit_code == 1 and "fitted on embeddings of other settings" in result.output, result.output
