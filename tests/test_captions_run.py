@@ -45,8 +45,9 @@ def invoke(*args) -> str:
 def build(corpus: Path, work: Path, out: Path, seed: int = 0) -> Path:
     invoke("tags", corpus / "clips", "--work", work, "--quiet")
     invoke("rephrase", "--work", work, "--seed", seed, "--batch-size", 2, "--quiet")
-    invoke("rank", "--work", work, "--reference", corpus / "reference", "--embedder", "basic-pitch", "--quiet")
-    invoke("release", "--work", work, "--out", out, "--keep-top", 0.5, "--quiet")
+    invoke("rank", "--work", work, "--reference", corpus / "reference", "--embedder", "basic-pitch", "--keep-top", 0.5,
+           "--quiet")
+    invoke("release", "--work", work, "--out", out, "--quiet")
     return out
 
 
@@ -158,14 +159,14 @@ def test_accelerate_launch_shards_the_steps_and_gives_the_same_release(corpus, r
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu_ddp.yaml")]
     for step in (["tags", str(corpus / "clips")], ["rephrase", "--batch-size", "2"],
-                 ["rank", "--reference", str(corpus / "reference"), "--embedder", "basic-pitch"]):
+                 ["rank", "--reference", str(corpus / "reference"), "--embedder", "basic-pitch", "--keep-top", "0.5"]):
         command = [*launch, "--main_process_port", str(free_port()), "-m", "discodiff.cli", "captions", *step,
                    "--work", str(work), "--quiet"]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
     for step in ("tags", "rephrase", "rank"):
         assert digests(work / step) == digests(corpus / "work" / step), step
-    invoke("release", "--work", work, "--out", tmp_path / "dataset", "--keep-top", 0.5, "--quiet")
+    invoke("release", "--work", work, "--out", tmp_path / "dataset", "--quiet")
     assert digests(tmp_path / "dataset") == digests(released)
 
 
@@ -175,7 +176,7 @@ def test_a_saved_reference_ranks_like_its_reference_clips(corpus, released, tmp_
     work = tmp_path / "work"
     invoke("tags", corpus / "clips", "--work", work, "--quiet")
     saved = corpus / "work" / "rank" / "reference.npz"
-    invoke("rank", "--work", work, "--reference", saved, "--embedder", "basic-pitch", "--quiet")
+    invoke("rank", "--work", work, "--reference", saved, "--embedder", "basic-pitch", "--keep-top", 0.5, "--quiet")
     assert (work / "rank" / "ranking.csv").read_bytes() == (corpus / "work" / "rank" / "ranking.csv").read_bytes()
     result = runner.invoke(app, ["captions", "rank", "--work", str(work), "--reference", str(saved),
                                  "--embedder", "crepe", "--quiet"])

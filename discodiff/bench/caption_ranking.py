@@ -1,6 +1,6 @@
 """Does the likelihood filter rank planted out-of-distribution clips below real chorales? AUC of the caption ranking.
 
-    python -m discodiff.bench.caption_ranking --data RENDERED_ROOT [--embedder crepe|codec] [--limit 120]
+    python -m discodiff.bench.caption_ranking --data RENDERED_ROOT [--embedder crepe|codec|basic-pitch] [--limit 120]
         [--seconds 5] [--planted 10] [--seed 0] [--bootstrap 1000] [--csv ranking.csv] [--json out.json] [--quiet]
 
 The DiscoDiff caption filter (:mod:`discodiff.captions.rank`) fits a Gaussian (mean, Ledoit–Wolf covariance) to the
@@ -41,7 +41,7 @@ from ..cli.errors import run_script
 from ..errors import ConfigError, DataError
 from . import write_json_record
 
-EMBEDDERS = ("crepe", "codec")
+EMBEDDERS = ("crepe", "codec", "basic-pitch")
 PLANTED_KINDS = ("noise", "sine", "organ", "drums", "noise-accompaniment")
 PLANTED_PREFIX = "planted-"
 ORGAN_PROGRAM = 19                 # General MIDI church organ
@@ -236,6 +236,8 @@ def build_embedder(args: argparse.Namespace):
 
     if args.embedder == "crepe":
         return make_embedder("crepe", model=args.crepe_model, window_seconds=args.seconds)
+    if args.embedder == "basic-pitch":  # its fixed 1.99 s windows, mean-pooled over the clip
+        return make_embedder("basic-pitch")
     from ..codec.resolve import load_codec
     from ..pretrained import shipped_model_dir
 

@@ -23,13 +23,13 @@ from ..audio import load_audio
 from ..errors import ConfigError, DataError, is_integer
 from .clips import Clip
 from .filters import LEAK_SHINGLE_WORDS, MAX_CAPTION_WORDS, TEMPO_TOLERANCE, filter_captions
-from .rank import PAPER_SHARE, GaussianReference, keep_top, rank_table, read_ranking_csv, write_ranking_csv
+from .rank import PAPER_SHARE, GaussianReference, keep_count, keep_top, rank_table, read_ranking_csv, write_ranking_csv
 from .tags import ANALYSIS_RATE, Tags, complete_tags, tags_from_metadata
 from ..evaluation.protocol import settings_key
 from .work import CaptionWork, StepRecords, record_name, run_batches
 
 DESCRIBE, TAGS, REPHRASE, RANK = "describe", "tags", "rephrase", "rank"
-RANKING_FILE, REFERENCE_FILE = "ranking.csv", "reference.npz"
+RANKING_FILE, KEPT_FILE, REFERENCE_FILE = "ranking.csv", "kept.csv", "reference.npz"
 FILTER_SETTINGS = {"max_words": MAX_CAPTION_WORDS, "leak_shingle_words": LEAK_SHINGLE_WORDS,
                    "tempo_tolerance": TEMPO_TOLERANCE}
 
@@ -129,13 +129,15 @@ def rephrase_step(work: CaptionWork, rephraser, *, num_captions: int = 3, seed: 
     return records
 
 
-def rank_step(work: CaptionWork, embedder, reference: Sequence[Clip] | str | Path, *, overwrite: bool = False,
-              progress: bool = True) -> list[dict]:
+def rank_step(work: CaptionWork, embedder, reference: Sequence[Clip] | str | Path, *,
+              keep_top_share: float = PAPER_SHARE, overwrite: bool = False, progress: bool = True) -> list[dict]:
     """Rank every clip by the log-likelihood of its embedding under a Gaussian fitted to ``reference``: clips (their
     embeddings are cached in the work folder too) or a saved reference (``.npz`` of an earlier rank step, reused
-    as is). Writes ``WORK/rank/ranking.csv`` and ``WORK/rank/reference.npz``; returns the ranking rows, best first."""
+    as is). Writes ``WORK/rank/ranking.csv`` (every clip), ``WORK/rank/kept.csv`` (the best ``keep_top_share``, which
+    the release keeps) and ``WORK/rank/reference.npz``; returns the ranking rows, best first."""
     from ..evaluation.protocol import cached_embeddings, distributed_state, embedder_folder
 
+    keep_count(1, keep_top_share)  # validates the share before any work
     settings = embedder.settings()
     if isinstance(reference, (str, Path)):
         fitted = GaussianReference.load(reference)
@@ -150,7 +152,7 @@ def rank_step(work: CaptionWork, embedder, reference: Sequence[Clip] | str | Pat
             raise DataError(f"the reference collection has {len(reference_clips)} clips; fitting a Gaussian needs at "
                             "least 2 (hundreds for a useful one)")
         reference_ids = [clip.id for clip in reference_clips]
-    step_settings = {"embedder": settings, "reference_ids": reference_ids,
+    step_settings = {"embedder": settings, "reference_ids": reference_ids, "keep_top": keep_top_share,
                      "reference_file": None if reference_clips is not None else str(Path(reference).resolve())}
     records = work.step(RANK, step_settings, overwrite)
     folder = embedder_folder(records.folder, embedder)
@@ -178,14 +180,15 @@ def rank_step(work: CaptionWork, embedder, reference: Sequence[Clip] | str | Pat
     fitted.save(records.folder / REFERENCE_FILE)
     rows = rank_table([clip.id for clip in work.clips], fitted.log_likelihood(candidates))
     write_ranking_csv(records.folder / RANKING_FILE, rows)
+    write_ranking_csv(records.folder / KEPT_FILE, keep_top(rows, keep_top_share))
     if state is not None:
         state.wait_for_everyone()
     return rows
 
 
-def release_rows(work: CaptionWork, keep_top_share: float | None = PAPER_SHARE, audio: bool = False) -> tuple[list[dict], dict]:
-    """The dataset rows of the clips kept by the ranking (the best ``keep_top_share`` of them; every clip when the rank
-    step was not run or ``keep_top_share`` is None) that have at least one caption, in clip order, and a summary
+def release_rows(work: CaptionWork, audio: bool = False) -> tuple[list[dict], dict]:
+    """The dataset rows of the clips the rank step kept (``kept.csv``; every clip when the rank step was not run) that
+    have at least one caption, in clip order, and a summary
     (counts of clips, of captions dropped by reason, of clips without a caption; the steps' settings)."""
     rephrase = existing_step(work, REPHRASE)
     if rephrase is None:
@@ -195,8 +198,8 @@ def release_rows(work: CaptionWork, keep_top_share: float | None = PAPER_SHARE, 
     if rank is not None and set(ranking) != {clip.id for clip in work.clips}:
         raise DataError(f"{rank.folder / RANKING_FILE} does not rank exactly this work folder's clips; rerun "
                         "`discodiff captions rank`")
-    kept_ids = {row["id"] for row in keep_top(list(ranking.values()), keep_top_share)} \
-        if ranking and keep_top_share is not None else {clip.id for clip in work.clips}
+    kept_ids = {row["id"] for row in read_ranking_csv(rank.folder / KEPT_FILE)} if rank is not None \
+        else {clip.id for clip in work.clips}
     caption_records = rephrase.require(work.clips, "release")
     tag_records = tags.require(work.clips, "release")
     descriptions = describe.require(work.clips, "release") if describe is not None else None
@@ -236,8 +239,7 @@ def _add_template(templates: dict, made_by: dict) -> None:
     templates[str(made_by.get("template"))] = made_by.get("template_sha256") or "versioned code (no prompt text)"
 
 
-def card_info(work: CaptionWork, summary: dict, name: str, license: str | None, keep_top_share: float | None,
-              license_details: str = ""):
+def card_info(work: CaptionWork, summary: dict, name: str, license: str | None, license_details: str = ""):
     """The dataset card's facts (:class:`~discodiff.captions.release.DatasetCardInfo`) from the work folder's steps."""
     from .release import DatasetCardInfo
 
@@ -262,18 +264,19 @@ def card_info(work: CaptionWork, summary: dict, name: str, license: str | None, 
     steps.append(f"rephrase: {rephrase.settings['num_captions']} captions per clip from the description and the tags "
                  f"(tags take precedence) by {models['rephrase']}, seed {rephrase.settings['seed']} + clip index; "
                  f"filtered for contradictions with the tags, prompt leaks, length and duplicates")
-    reference = None
+    reference, keep_top_share = None, None
     if rank is not None:
+        keep_top_share = rank.settings["keep_top"]
         embedder = rank.settings["embedder"]
         reference = (f"{len(rank.settings['reference_ids'])} reference clips embedded by {embedder.get('embedder')} (settings in the rank step); "
                      "Gaussian with Ledoit-Wolf covariance; each clip ranked by its log-likelihood")
-        steps.append(f"rank: {reference}; the top {keep_top_share:g} kept" if keep_top_share else f"rank: {reference}")
+        steps.append(f"rank: {reference}; the top {keep_top_share:g} kept")
     return DatasetCardInfo(
         pretty_name=name, license=license, license_details=license_details,
         summary=(f"{summary['rows']} music clips with captions made by the discodiff caption pipeline, the "
                  f"{summary['kept_by_rank']} best-ranked of {summary['clips']} candidate clips."),
         steps=tuple(steps), models=models, templates=templates, ranking_reference=reference,
-        keep_top_share=keep_top_share if rank is not None else None, dropped_captions=summary["dropped_captions"],
+        keep_top_share=keep_top_share, dropped_captions=summary["dropped_captions"],
         sources=tuple(sorted({clip.source for clip in work.clips})),
         limits=("Captions made by the offline template fallback only restate the tags; they describe no sound "
                 "beyond them." if made_by.get("rephraser") == "template" else

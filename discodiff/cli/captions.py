@@ -3,8 +3,8 @@
     discodiff captions tags CLIPS --work WORK            clip list + tags (metadata; tempo and key from the audio)
     discodiff captions describe CLIPS --work WORK --model ID | --endpoint URL --endpoint-model NAME
     discodiff captions rephrase --work WORK [--model ID | --endpoint URL …]   (no model: the template fallback)
-    discodiff captions rank --work WORK --reference DIR|FILE.npz --embedder NAME
-    discodiff captions release --work WORK --out DATASET [--keep-top 0.2] [--audio none|path|bytes] [--push REPO]
+    discodiff captions rank --work WORK --reference DIR|FILE.npz --embedder NAME [--keep-top 0.2]
+    discodiff captions release --work WORK --out DATASET [--audio none|path|bytes] [--push REPO]
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ def rank(work: Path = WorkOption, reference: Path = typer.Option(
                                       "crepe, codec, mert, hubert, encodec."),
          embedder_codec: str = typer.Option(None, "--embedder-codec", help="The codec of --embedder codec."),
          embedder_clap: str = typer.Option(None, "--embedder-clap", help="The CLAP model of --embedder clap."),
+         keep_top: float = typer.Option(0.2, "--keep-top", help="Share of the clips kept for the release, in (0, 1] "
+                                        "(the paper's 0.2; 1 keeps all)."),
          device: str = DeviceOption, overwrite: bool = OverwriteOption, quiet: bool = QuietOption) -> None:
     """Rank the clips by the log-likelihood of their audio embeddings under a Gaussian of a reference collection."""
     from ..captions.clips import collect_clips
@@ -127,15 +129,13 @@ def rank(work: Path = WorkOption, reference: Path = typer.Option(
     source = reference if reference.suffix == ".npz" else collect_clips(reference, split=reference_split)
     with library_progress(not quiet):
         built = build_embedders(names, embedder_codec, embedder_clap, None, _device(device))[embedder]
-        rows = rank_step(caption_work, built, source, overwrite=overwrite, progress=not quiet)
+        rows = rank_step(caption_work, built, source, keep_top_share=keep_top, overwrite=overwrite, progress=not quiet)
     typer.echo(f"{work / 'rank' / RANKING_FILE}: {len(rows)} clips ranked (best: {rows[0]['id']}, worst: "
-               f"{rows[-1]['id']}); `captions release --keep-top` chooses the share kept")
+               f"{rows[-1]['id']}); the top {keep_top:g} kept (kept.csv)")
 
 
 def release(work: Path = WorkOption, out: Path = typer.Option(..., "--out", help="The dataset folder to write."),
             audio: str = typer.Option("none", "--audio", help="Audio in the dataset: none, path or bytes."),
-            keep_top: float = typer.Option(0.2, "--keep-top", min=0.0, max=1.0,
-                                           help="Share of the ranking kept (1 keeps all; ignored when not ranked)."),
             name: str = typer.Option("discodiff captions", "--name", help="The dataset's pretty name."),
             license: str = typer.Option(None, "--license", help="The dataset's licence [default: the clips' if one]."),
             license_details: str = typer.Option("", "--license-details", help="Licence notes for the card."),
@@ -150,8 +150,8 @@ def release(work: Path = WorkOption, out: Path = typer.Option(..., "--out", help
 
     check_choice("--audio", audio, AUDIO_MODES)
     caption_work = CaptionWork.open(work)
-    rows, summary = release_rows(caption_work, keep_top if keep_top > 0 else None, audio=audio != "none")
-    info = card_info(caption_work, summary, name, license, keep_top, license_details)
+    rows, summary = release_rows(caption_work, audio=audio != "none")
+    info = card_info(caption_work, summary, name, license, license_details)
     if audio != "none" and audio_root is None:
         audio_root = Path(os.path.commonpath([Path(clip.audio).parent for clip in caption_work.clips]))
     sizes = write_dataset(out, rows, audio=audio, card=info, overwrite=overwrite, audio_root=audio_root,
