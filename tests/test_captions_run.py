@@ -151,6 +151,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # three 2-process launches, about a minute; the sharding logic is shared with `discodiff eval`'s test
 def test_accelerate_launch_shards_the_steps_and_gives_the_same_release(corpus, released, tmp_path):
     """Two CPU processes (configs/accelerate/cpu_ddp.yaml): each takes every other fixed batch of every step; the
     records, the ranking and the release are byte-identical to the single-process run's."""
@@ -181,3 +182,41 @@ def test_a_saved_reference_ranks_like_its_reference_clips(corpus, released, tmp_
     result = runner.invoke(app, ["captions", "rank", "--work", str(work), "--reference", str(saved),
                                  "--embedder", "crepe", "--quiet"])
     assert result.exit_code == 1 and "fitted on embeddings of other settings" in result.output, result.output
+
+
+from test_caption_describe import tiny_model_dir  # noqa: E402,F401  (fixtures: a tiny random Qwen2-Audio,
+from test_caption_rephrase import tiny_chat_model_dir  # noqa: E402,F401  and a tiny random Qwen2 chat model)
+
+
+def test_model_steps_through_the_command_line_record_what_made_each_row(corpus, tiny_model_dir, tiny_chat_model_dir,
+                                                                         tmp_path):
+    """describe and rephrase with tiny random transformers models (the real loaders' code path): every candidate
+    caption is kept or counted as a drop, and each row's provenance names the models, templates and seeds."""
+    import datasets
+
+    work, out = tmp_path / "work", tmp_path / "dataset"
+    invoke("describe", corpus / "clips", "--work", work, "--model", tiny_model_dir, "--batch-size", 2, "--device",
+           "cpu", "--quiet")
+    invoke("tags", corpus / "clips", "--work", work, "--quiet")
+    invoke("rephrase", "--work", work, "--model", tiny_chat_model_dir, "--num-captions", 2, "--batch-size", 3,
+           "--device", "cpu", "--quiet")
+    records = [json.loads(path.read_text()) for path in sorted((work / "rephrase" / "records").iterdir())]
+    assert len(records) == len(PIECES)
+    for record in records:
+        assert len(record["candidates"]) <= 2
+        assert len(record["captions"]) + sum(record["dropped"].values()) == len(record["candidates"])
+    descriptions = {json.loads(p.read_text())["id"]: json.loads(p.read_text())
+                    for p in (work / "describe" / "records").iterdir()}
+    assert [descriptions[f"bach-bwv{n}"]["seed"] for n in ("1.6", "10.7", "101.7")] == [0, 0, 2]  # fixed batches of 2
+    kept = [record for record in records if record["captions"]]
+    if not kept:
+        pytest.skip("the random model's captions were all filtered (counted above); nothing to release")
+    invoke("release", "--work", work, "--out", out, "--quiet")
+    table = datasets.load_dataset(str(out))["train"]
+    assert len(table) == len(kept)
+    for row in table:
+        provenance = json.loads(row["provenance"])
+        assert provenance["describe"]["model"] == str(tiny_model_dir)
+        assert provenance["rephrase"]["model"] == str(tiny_chat_model_dir)
+        assert provenance["describe"]["template"] == "describe-v1" and provenance["rephrase"]["template"] == "rephrase-v1"
+        assert row["description"] == descriptions[row["id"]]["description"]
