@@ -14,7 +14,8 @@ from .errors import reports_errors
 HELP = """Text- and vocal-conditioned music at 44.1 kHz by coarse-to-fine latent diffusion on DAC latents.
 
 Workflow: render-corpus (or your own stems) → prepare (latent cache) → train (accelerate launch
-train/train.py) → sample → eval (compare models).  Offline, in three commands:
+train/train.py) → sample → eval (compare models); `captions` builds caption datasets.  Offline, in three
+commands:
 
   discodiff render-corpus --pieces bach/bwv66.6 --seconds 12 --out rendered
 
