@@ -393,6 +393,15 @@ def test_trains_on_a_prepared_cache_with_the_default_dataset(tmp_path, fresh_acc
     assert sorted(train_losses(run_dir)) == [1, 2] and sorted(validation_losses(run_dir)) == [2]
     captions = json.loads((run_dir / "samples" / "step-2" / "captions.json").read_text())
     assert len(captions) == 2 and all(captions)
+    # latents of another codec of the same geometry are not this model's: refused before training, as the AR task does
+    from discodiff.errors import DataError
+
+    other = build_tiny_codec(seed=3).save_pretrained(tmp_path / "other-codec")
+    other_config = TrainConfig.from_yaml(TINY, [f"data.data_dir={cache}", f"output_dir={tmp_path / 'other-run'}",
+                                                f"model.overrides=[codec.id={other}]", "progress=false",
+                                                "logging.log_with=none", "data.crop_frames=160"])
+    with pytest.raises(DataError, match="same geometry but other weights"):
+        Trainer(other_config)
 
 
 # --- export -------------------------------------------------------------------------------------

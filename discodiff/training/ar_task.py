@@ -48,7 +48,7 @@ from discodiff.ar.stages import StageTokens, stage_conditions, stage_target
 from discodiff.call_inputs import MAX_GUIDANCE
 from discodiff.conditioning import TextCondition
 from discodiff.configuration import bounded
-from discodiff.data.cache import CODEC_FILE, CacheLayout, CodecInfo
+from discodiff.data.cache import CacheLayout
 from discodiff.errors import ConfigError, DataError, OutputError, TrainingError
 from discodiff.guidance import condition_dropout
 from discodiff.outputs import atomic_file
@@ -141,13 +141,7 @@ class ARStageTask(TrainingTask):
         check_data(data, self.data_hint)
         check_latent_data(data)
         for key, directory in data_directories(data):
-            check_codec(key, directory, self.pipeline.codec)
-            info = Path(directory) / CODEC_FILE
-            if info.is_file():
-                try:
-                    CodecInfo.load(info).check_compatible(self.pipeline.codec, self.pipeline.sources["codec"]["id"])
-                except DataError as err:
-                    raise DataError(f"{key}={directory}: {err}") from err
+            check_codec(key, directory, self.pipeline.codec, self.pipeline.sources["codec"]["id"])
         if self.pipeline.features_kind != "codec":
             if not data.options.get("semantic_tokens"):
                 raise ConfigError(f"this model's semantic tokens are {self.pipeline.features_kind} features: train on a "

@@ -213,16 +213,15 @@ def window_frames(key: str, directory: Path) -> int:
                         f"damaged: {PREPARE_HINT.format(directory=directory)}") from err
 
 
-def check_codec(key: str, directory: str | Path, codec: DacCodec) -> None:
-    """Refuse a data dir whose ``codec.json`` names another codec geometry than ``codec`` (the model's)."""
+def check_codec(key: str, directory: str | Path, codec: DacCodec, codec_id: str | None = None) -> None:
+    """Refuse a data dir whose ``codec.json`` names another codec than ``codec`` (the model's, named ``codec_id``):
+    another geometry, or the same geometry with other weights (:meth:`CodecInfo.check_compatible`; latents of another
+    codec are not this model's, whatever their shape)."""
     path = Path(directory) / CODEC_FILE
     if not path.is_file():
         return
     info = CodecInfo.load(path)
-    fields = ("sample_rate", "hop_length", "n_codebooks", "codebook_dim", "codebook_size")
-    diffs = [f"{name} {getattr(info, name)} vs {getattr(codec.spec, name)}" for name in fields
-             if getattr(info, name) != getattr(codec.spec, name)]
-    if diffs:
-        raise DataError(f"{key}={directory} was prepared with codec '{info.id}', whose geometry differs from the model's "
-                        f"codec ({', '.join(diffs)}); train a model on that codec (model.overrides=[codec.id={info.id}]) "
-                        "or re-prepare the data with the model's codec (`discodiff prepare --codec …`)")
+    try:
+        info.check_compatible(codec, codec_id)
+    except DataError as err:
+        raise DataError(f"{key}={directory}: {err} (in a training config: model.overrides=[codec.id={info.id}])") from err

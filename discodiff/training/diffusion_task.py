@@ -146,7 +146,7 @@ class DiffusionStageTask(TrainingTask):
                            latent_stats_path(data.data_dir))
         text_cache = bool(data.options.get("text_cache")) and reads_cache(import_object(data.dataset, "data.dataset"))
         for key, directory in data_directories(data):
-            check_codec(key, directory, self.pipeline.codec)
+            check_codec(key, directory, self.pipeline.codec, self.pipeline.sources["codec"]["id"])
             if text_cache:
                 check_text_cache(directory, self.pipeline.text_encoder)
         training = TrainingData.from_config(data, num_validation_items, self.length_multiple, self.seed)
