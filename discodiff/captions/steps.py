@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import load_audio
+from ..audio import load_audio, read_audio
 from ..errors import ConfigError, DataError, is_integer
+from ..evaluation.protocol import settings_key
 from .clips import Clip
 from .filters import LEAK_SHINGLE_WORDS, MAX_CAPTION_WORDS, TEMPO_TOLERANCE, filter_captions
 from .rank import PAPER_SHARE, GaussianReference, keep_count, keep_top, rank_table, read_ranking_csv, write_ranking_csv
 from .tags import ANALYSIS_RATE, Tags, complete_tags, tags_from_metadata
-from ..evaluation.protocol import settings_key
-from .work import CaptionWork, StepRecords, record_name, run_batches
+from .work import CaptionWork, StepRecords, record_stem, run_batches
 
 DESCRIBE, TAGS, REPHRASE, RANK = "describe", "tags", "rephrase", "rank"
 RANKING_FILE, KEPT_FILE, REFERENCE_FILE = "ranking.csv", "kept.csv", "reference.npz"
@@ -42,21 +42,10 @@ def _check_count(value, name: str, low: int = 1) -> int:
 
 def clip_audio(clip: Clip, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """The clip's audio, mono ``[T]`` float32, at ``sample_rate`` (None: the file's)."""
-    from ..audio import read_audio
-
     if sample_rate is None:
         audio, rate = read_audio(clip.audio)
         return audio[0].numpy(), rate
     return load_audio(clip.audio, sample_rate=sample_rate)[0].numpy(), sample_rate
-
-
-def existing_step(work: CaptionWork, name: str) -> StepRecords | None:
-    """The step's records when the step has been run in ``work`` (its settings file exists), else None."""
-    from .work import SETTINGS_FILE
-    from ..evaluation.protocol import read_json
-
-    settings = read_json(work.root / name / SETTINGS_FILE)
-    return None if settings is None else StepRecords(work.root / name, settings)
 
 
 def describe_step(work: CaptionWork, captioner, *, seed: int = 0, batch_size: int = 4, overwrite: bool = False,
@@ -101,10 +90,10 @@ def rephrase_step(work: CaptionWork, rephraser, *, num_captions: int = 3, seed: 
     then filtered; a record keeps the candidates, the kept captions and the drop counts by reason."""
     num_captions, batch_size = _check_count(num_captions, "num_captions"), _check_count(batch_size, "batch_size")
     _check_count(seed, "seed", low=0)
-    tags = existing_step(work, TAGS)
+    tags = work.existing_step(TAGS)
     if tags is None:
         raise DataError(f"{work.root} has no tags yet; run `discodiff captions tags` first (rephrase needs them)")
-    describe = existing_step(work, DESCRIBE)
+    describe = work.existing_step(DESCRIBE)
     template = getattr(rephraser, "template", None)
     settings = {"rephraser": rephraser.provenance(), "num_captions": num_captions, "seed": seed,
                 "batch_size": batch_size, "filters": FILTER_SETTINGS, "tags": tags.key,
@@ -158,7 +147,7 @@ def rank_step(work: CaptionWork, embedder, reference: Sequence[Clip] | str | Pat
     folder = embedder_folder(records.folder, embedder)
     state = distributed_state()
     share = None if state is None else range(state.process_index, len(work.clips), state.num_processes)
-    names = [record_name(clip.id)[: -len(".json")] for clip in work.clips]
+    names = [record_stem(clip.id) for clip in work.clips]
 
     def embeddings(clips: Sequence[Clip], names: Sequence[str], where: Path, what: str, indices=None) -> np.ndarray:
         return cached_embeddings(embedder, where, names, lambda i: clip_audio(clips[i]), progress, what, indices)
@@ -166,7 +155,7 @@ def rank_step(work: CaptionWork, embedder, reference: Sequence[Clip] | str | Pat
     if share is not None:
         embeddings(work.clips, names, folder / "candidates", "candidates", share)
         if reference_clips is not None:
-            embeddings(reference_clips, [record_name(c.id)[:-5] for c in reference_clips], folder / "reference",
+            embeddings(reference_clips, [record_stem(c.id) for c in reference_clips], folder / "reference",
                        "reference", range(state.process_index, len(reference_clips), state.num_processes))
         state.wait_for_everyone()
         if not state.is_main_process:
@@ -174,7 +163,7 @@ def rank_step(work: CaptionWork, embedder, reference: Sequence[Clip] | str | Pat
             return read_ranking_csv(records.folder / RANKING_FILE)
     candidates = embeddings(work.clips, names, folder / "candidates", "candidates")
     if reference_clips is not None:
-        reference_embeddings = embeddings(reference_clips, [record_name(c.id)[:-5] for c in reference_clips],
+        reference_embeddings = embeddings(reference_clips, [record_stem(c.id) for c in reference_clips],
                                           folder / "reference", "reference")
         fitted = GaussianReference({"embedder": settings, "reference_ids": reference_ids}).fit(reference_embeddings)
     fitted.save(records.folder / REFERENCE_FILE)
@@ -190,10 +179,10 @@ def release_rows(work: CaptionWork, audio: bool = False) -> tuple[list[dict], di
     """The dataset rows of the clips the rank step kept (``kept.csv``; every clip when the rank step was not run) that
     have at least one caption, in clip order, and a summary
     (counts of clips, of captions dropped by reason, of clips without a caption; the steps' settings)."""
-    rephrase = existing_step(work, REPHRASE)
+    rephrase = work.existing_step(REPHRASE)
     if rephrase is None:
         raise DataError(f"{work.root} has no captions yet; run `discodiff captions rephrase` first")
-    tags, describe, rank = (existing_step(work, name) for name in (TAGS, DESCRIBE, RANK))
+    tags, describe, rank = (work.existing_step(name) for name in (TAGS, DESCRIBE, RANK))
     ranking = {row["id"]: row for row in read_ranking_csv(rank.folder / RANKING_FILE)} if rank is not None else {}
     if rank is not None and set(ranking) != {clip.id for clip in work.clips}:
         raise DataError(f"{rank.folder / RANKING_FILE} does not rank exactly this work folder's clips; rerun "
@@ -230,7 +219,7 @@ def release_rows(work: CaptionWork, audio: bool = False) -> tuple[list[dict], di
         rows.append(row)
     summary = {"clips": len(work.clips), "kept_by_rank": len(kept_ids), "rows": len(rows),
                "without_captions": uncaptioned, "dropped_captions": dict(sorted(dropped.items())),
-               "steps": [name for name in (DESCRIBE, TAGS, REPHRASE, RANK) if existing_step(work, name) is not None]}
+               "steps": [name for name in (DESCRIBE, TAGS, REPHRASE, RANK) if work.existing_step(name) is not None]}
     return rows, summary
 
 
@@ -249,7 +238,7 @@ def card_info(work: CaptionWork, summary: dict, name: str, license: str | None, 
             raise ConfigError(f"the clips carry several licences ({', '.join(licenses)}); give the dataset's with --license")
         license = licenses[0]
     steps, models, templates = [], {}, {}
-    describe, tags, rephrase, rank = (existing_step(work, step) for step in (DESCRIBE, TAGS, REPHRASE, RANK))
+    describe, tags, rephrase, rank = (work.existing_step(step) for step in (DESCRIBE, TAGS, REPHRASE, RANK))
     if describe is not None:
         made_by = describe.settings["captioner"]
         models["describe"] = str(made_by.get("model", made_by.get("endpoint", "?")))

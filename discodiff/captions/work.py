@@ -35,9 +35,14 @@ SETTINGS_FILE = "settings.json"
 RECORDS_DIR = "records"
 
 
+def record_stem(clip_id: str) -> str:
+    """A file stem for ``clip_id`` (percent-encoded, so ids with ``/`` or spaces stay one flat, reversible name)."""
+    return urllib.parse.quote(clip_id, safe="")
+
+
 def record_name(clip_id: str) -> str:
-    """A file name for ``clip_id`` (percent-encoded, so ids with ``/`` or spaces stay one flat, reversible name)."""
-    return urllib.parse.quote(clip_id, safe="") + ".json"
+    """The record file name of ``clip_id``."""
+    return record_stem(clip_id) + ".json"
 
 
 @dataclass
@@ -111,6 +116,11 @@ class CaptionWork:
             raise DataError(f"{root} is not a caption work folder (no {CLIPS_FILE}); start with `discodiff captions "
                             "describe` or `discodiff captions tags` on a clip folder")
         return cls(root)
+
+    def existing_step(self, name: str) -> StepRecords | None:
+        """The step's records when it has been run here (its settings file exists), else None."""
+        settings = read_json(self.root / name / SETTINGS_FILE)
+        return None if settings is None else StepRecords(self.root / name, settings)
 
     def step(self, name: str, settings: dict, overwrite: bool = False) -> StepRecords:
         """The step's records for ``settings``: resumed when they match the folder's, started again when they differ
