@@ -69,7 +69,7 @@ def test_the_release_loads_with_datasets_and_keeps_the_best_half(corpus, release
     ranking = read_ranking_csv(corpus / "work" / "rank" / "ranking.csv")
     assert [row["percentile"] for row in ranking] == sorted((row["percentile"] for row in ranking), reverse=True)
     best = {row["id"] for row in ranking[:3]}
-    table = datasets.load_dataset(str(released))["train"]
+    table = datasets.load_dataset(str(released), cache_dir=str(corpus / "hf-cache"))["train"]
     assert set(table["id"]) == best and len(table) == 3
     card = (released / "README.md").read_text()
     for column in table.column_names:
@@ -212,7 +212,8 @@ def test_model_steps_through_the_command_line_record_what_made_each_row(corpus, 
     if not kept:
         pytest.skip("the random model's captions were all filtered (counted above); nothing to release")
     invoke("release", "--work", work, "--out", out, "--quiet")
-    table = datasets.load_dataset(str(out))["train"]
+    # a cache of its own: datasets' default cache can serve an earlier folder's rows for a new folder of equal files
+    table = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))["train"]
     assert len(table) == len(kept)
     for row in table:
         provenance = json.loads(row["provenance"])
