@@ -29,7 +29,8 @@ FAMILY = Family(
     build="discodiff.build:build_pipeline",
     pipeline="discodiff.pipeline:DiscoDiffPipeline",
     task="discodiff.training.diffusion_task:DiffusionStageTask",
-    sample_options=("num_inference_steps", "text_guidance", "vocal_guidance", "scheduler", "primary_latents", "output_type"),
+    sample_options=("num_inference_steps", "text_guidance", "vocal_guidance", "scheduler", "primary_latents", "overlap",
+                    "output_type"),
     load_options=("codec", "text_encoder"),
 )
 

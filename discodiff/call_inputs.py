@@ -13,7 +13,7 @@ import torch
 from .audio import load_audio
 from .errors import GenerationError, is_real
 
-MAX_DURATION_SECONDS = 600.0  # one window; longer outputs need long-form generation
+MAX_DURATION_SECONDS = 600.0  # the longest output of one call (long-form: generated window by window)
 MAX_GUIDANCE = 100.0
 
 
@@ -57,9 +57,8 @@ def check_duration(duration) -> None:
     if duration is None:
         return
     if not is_real(duration) or not math.isfinite(duration) or not 0 < duration <= MAX_DURATION_SECONDS:
-        longer = (" (long-form generation does not exist yet)"
-                  if is_real(duration) and duration > MAX_DURATION_SECONDS else "")
-        raise GenerationError(f"duration={duration!r} s: must be more than 0 and at most {MAX_DURATION_SECONDS:g} s{longer}")
+        raise GenerationError(f"duration={duration!r} s: must be more than 0 and at most {MAX_DURATION_SECONDS:g} s "
+                              "(the longest output of one call)")
 
 
 def check_generator(generator, batch_size: int) -> None:
@@ -97,8 +96,7 @@ def vocal_batch(vocal, batch_size: int, sample_rate: int, device: torch.device) 
     seconds = vocal.shape[-1] / sample_rate
     if seconds > MAX_DURATION_SECONDS:
         raise GenerationError(f"the vocal is {seconds:.1f} s long, more than the {MAX_DURATION_SECONDS:g} s one call "
-                              "can generate (long-form generation does not exist yet); cut it into parts of at most "
-                              f"{MAX_DURATION_SECONDS:g} s")
+                              f"can generate; cut it into parts of at most {MAX_DURATION_SECONDS:g} s")
     if not torch.isfinite(vocal).all():
         raise GenerationError("the vocal holds NaN or infinite samples; pass finite audio")
     return vocal.expand(batch_size, -1, -1).to(device)

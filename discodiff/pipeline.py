@@ -23,17 +23,20 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
+from tqdm.auto import tqdm
 
 from .call_inputs import (check_duration, check_generator, check_prompts, check_scale,
                           num_output_samples, vocal_batch)
-from .conditioning import DacLatentFeatures
+from .conditioning import DacLatentFeatures, TextCondition
 from .config import MAX_INFERENCE_STEPS, CodecConfig, SamplingConfig, TextEncoderConfig
 from .diffusion import conditioned_denoiser, sample
+from .diffusion.inpainting import inpainting_denoiser
 from .diffusion.objective import Denoiser
 from .diffusion.sampling import SCHEDULER_DEFAULTS, _check_compatible, check_num_steps
 from .errors import GenerationError, ModelDirectoryError, first_line, is_integer
 from .guidance import Conditions, Generators
 from .latents import LatentStats, merge_latents
+from .long_form import Window, overlap_frames, plan_windows
 from .model_encoders import load_encoders, save_bundled_encoders
 from .model_files import LOAD_ERRORS, MODEL_CONFIG, REPAIR, carry_over, load_model, read_json_object, sections_problem
 from .models import UNet1DConditionModel
@@ -46,11 +49,6 @@ SCHEDULER_DIR, SCHEDULER_CONFIG = "scheduler", "scheduler_config.json"
 COMPONENTS = ("codec", "text_encoder", "primary", "secondary", "primary_vocal_encoder", "secondary_vocal_encoder",
               SCHEDULER_DIR, LATENT_STATS_FILE, PIPELINE_FILE)
 OUTPUT_TYPES = ("np", "pt", "latent")
-LONG_DURATION_FACTOR = 2.0  # warn past this multiple of the model's default duration (its training window)
-
-
-class LongDurationWarning(UserWarning):
-    """The requested length is far past the model's training window; quality degrades there."""
 
 
 @dataclass
@@ -138,16 +136,18 @@ class DiscoDiffPipeline:
 
     # --- conditions --------------------------------------------------------------------------
 
-    def conditions(self, prompts: Sequence[str], vocal: torch.Tensor | None) -> tuple[Conditions, Conditions | None]:
+    def conditions(self, prompts: Sequence[str], vocal: torch.Tensor | None,
+                   text: TextCondition | None = None) -> tuple[Conditions, Conditions | None]:
         """(primary, secondary) conditions for a batch, in the U-Nets' context order (text, vocal); the secondary's
         is None for a flat model.
 
-        The text is encoded once; the vocal ``[B, 1, T]`` is encoded to normalised DAC latents once and
-        then to tokens by each stage's vocal encoder.
+        The text is encoded once (or given: ``text``, the text encoder's output for ``prompts``); the vocal
+        ``[B, 1, T]`` is encoded to normalised DAC latents once and then to tokens by each stage's vocal encoder.
         """
         if vocal is not None and not self.has_vocal_encoder:
             raise GenerationError("this model has no vocal encoder (vocal_encoder.enabled was false); sample without a vocal")
-        text = self.text_encoder(list(prompts), device=self.device)
+        if text is None:
+            text = self.text_encoder(list(prompts), device=self.device)
         if not self.has_vocal_encoder:
             text_only = Conditions([text.sequence], [text.mask], text.pooled)
             return text_only, None if self.is_flat else text_only
@@ -182,6 +182,7 @@ class DiscoDiffPipeline:
         vocal_guidance: float | None = None,
         scheduler: str | None = None,
         primary_latents: torch.Tensor | None = None,
+        overlap: float | None = None,
         output_type: str = "np",
     ) -> DiscoDiffPipelineOutput:
         """Generate accompaniment/music.
@@ -194,8 +195,10 @@ class DiscoDiffPipeline:
             vocal: a file, or audio ``[T]``, ``[1, T]`` or ``[B, 1, T]`` at the codec rate, at most
                 ``MAX_DURATION_SECONDS`` long; the output then has the vocal's length. ``None``: music from
                 text alone, ``duration`` seconds long.
-            duration: seconds of audio without a vocal, in ``(0, MAX_DURATION_SECONDS]``. Lengths beyond
-                twice the default (the training window) give a :class:`LongDurationWarning`.
+            duration: seconds of audio without a vocal, in ``(0, MAX_DURATION_SECONDS]``. An output longer than the
+                model's window (its training window, :attr:`window_frames`) is generated window by window, each
+                window inpainting its overlap with the one before (:mod:`discodiff.long_form`): the primary for the
+                whole output first, then the secondary; memory is bounded by the window.
             num_inference_steps: a whole number in ``1 … MAX_INFERENCE_STEPS``.
             text_guidance, vocal_guidance: finite, in ``0 … 100`` (1 = unguided, 0 ignores the condition).
             generator: a ``torch.Generator`` or a list of exactly ``B`` of them.
@@ -203,12 +206,15 @@ class DiscoDiffPipeline:
             scheduler: a sampler name (:data:`~discodiff.diffusion.SCHEDULERS`) for this call instead of the model's.
             primary_latents: ``[B, P·d, L]`` denormalised primary latents: skip the primary U-Net and run
                 the secondary alone (the paper's "w/ PL"; not for a flat model, which has no secondary).
+            overlap: seconds each window of a long output shares with the one before, in ``[0, window)``; None: a
+                quarter of the window. 0 makes independent windows (naive concatenation, for comparison only).
             output_type: ``np`` / ``pt`` audio, or ``latent`` (no decoding).
         """
         prompts = check_prompts(prompt)
         sampler = self.scheduler if scheduler is None else _scheduler_named(scheduler)
         steps, text_guidance, vocal_guidance = self._check_sampling_arguments(
             num_inference_steps, text_guidance, vocal_guidance, duration, generator, len(prompts), output_type, sampler)
+        overlap = overlap_frames(overlap, self.window_frames, self.codec.frame_rate)
         if vocal is not None and not self.has_vocal_encoder:
             raise GenerationError("this model has no vocal encoder (vocal_encoder.enabled was false); sample without a vocal")
 
@@ -217,7 +223,6 @@ class DiscoDiffPipeline:
             num_samples = vocal_audio.shape[-1]
         else:
             num_samples = num_output_samples(duration, self.defaults["duration"], self.codec.sample_rate)
-        self._warn_long(num_samples / self.codec.sample_rate, "the vocal" if vocal_audio is not None else "duration")
         frames = self.codec.frames_for(num_samples)
         p = self.primary_channels
         if primary_latents is not None and self.is_flat:
@@ -227,18 +232,18 @@ class DiscoDiffPipeline:
             raise GenerationError(f"primary_latents must be [{len(prompts)}, {p}, {frames}] for this input, "
                                   f"got {tuple(primary_latents.shape)}")
 
-        primary_conditions, secondary_conditions = self.conditions(prompts, vocal_audio)
+        windows = plan_windows(frames, self.window_frames, overlap)
+        text = self.text_encoder(list(prompts), device=self.device)
         scales = [text_guidance, vocal_guidance] if vocal_audio is not None else [text_guidance]
+        run = dict(sampler=sampler, steps=steps, generator=generator, progress=progress)
         if primary_latents is None:
-            primary = sample(self.denoiser(self.primary, primary_conditions, scales), (len(prompts), p, frames),
-                             sampler, steps, generator, self.device, progress=progress)
+            primary = self._sample_windows("primary", windows, (len(prompts), p, frames), text, vocal_audio, scales, **run)
         else:
             primary = self.latent_stats.normalize(primary_latents.to(self.device))
         normalized = primary
         if not self.is_flat:
-            secondary = sample(self.denoiser(self.secondary, secondary_conditions, scales, clean_prefix=primary),
-                               (len(prompts), self.codec.latent_channels - p, frames),
-                               sampler, steps, generator, self.device, progress=progress)
+            secondary = self._sample_windows("secondary", windows, (len(prompts), self.codec.latent_channels - p, frames),
+                                             text, vocal_audio, scales, clean_prefix=primary, **run)
             normalized = merge_latents(primary, secondary)
 
         if not self.latent_stats.fitted:
@@ -249,6 +254,33 @@ class DiscoDiffPipeline:
         audio = self.codec.decode_latents(latents, length=num_samples, progress=progress)
         return DiscoDiffPipelineOutput(audios=audio.cpu().numpy() if output_type == "np" else audio, latents=latents,
                                        sample_rate=self.sample_rate)
+
+    @property
+    def window_frames(self) -> int:
+        """Latent frames of one window: the model's training window (``defaults["duration"]``). Longer outputs are
+        generated window by window (:mod:`discodiff.long_form`)."""
+        return self.codec.frames_for(round(self.default_duration * self.sample_rate))
+
+    def _sample_windows(self, stage: str, windows: Sequence[Window], shape: tuple[int, int, int], text: TextCondition,
+                        vocal: torch.Tensor | None, scales: Sequence[float], sampler: SchedulerMixin, steps: int,
+                        generator: Generators, progress: bool, clean_prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """One stage's normalised latents ``shape = [B, C, L]`` for the whole output, window by window: each window's
+        known frames (its overlap with the earlier ones) are inpainted (:func:`inpainting_denoiser`), its conditions
+        are those of its own span of the vocal ``[B, 1, T]`` and, for the secondary, of ``clean_prefix [B, P·d, L]``."""
+        unet = self.primary if stage == "primary" else self.secondary
+        hop = self.codec.hop_length
+        latents = torch.zeros(shape, device=self.device)
+        many = len(windows) > 1
+        for window in tqdm(windows, desc=f"{stage} windows", unit="window", disable=not (progress and many)):
+            span = slice(window.start, window.stop)
+            vocal_span = None if vocal is None else vocal[..., window.start * hop: window.stop * hop]
+            conditions = self.conditions([], vocal_span, text)[0 if stage == "primary" else 1]
+            denoise = self.denoiser(unet, conditions, scales, None if clean_prefix is None else clean_prefix[..., span])
+            known = latents[..., window.start: window.start + window.known]
+            generated = sample(inpainting_denoiser(denoise, known), (shape[0], shape[1], window.length), sampler, steps,
+                               generator, self.device, progress=progress and not many)
+            latents[..., window.new] = generated[..., window.known:]
+        return latents
 
     def _check_sampling_arguments(self, steps, text_guidance, vocal_guidance, duration, generator, batch_size: int,
                                   output_type: str, sampler: SchedulerMixin) -> tuple[int, float, float]:
@@ -266,12 +298,6 @@ class DiscoDiffPipeline:
         check_duration(duration)
         check_generator(generator, batch_size)
         return int(steps), scales[0], scales[1]
-
-    def _warn_long(self, seconds: float, what: str) -> None:
-        window = float(self.defaults["duration"])
-        if seconds > LONG_DURATION_FACTOR * window:
-            warnings.warn(f"{what} asks for {seconds:.1f} s, more than {LONG_DURATION_FACTOR:g}× this model's "
-                          f"{window:g} s training window: quality degrades past it", LongDurationWarning, stacklevel=4)
 
     # --- persistence ---------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ ONLY = {
     "spectrogram": {"outputs"},
     "model_files": {"errors", "configuration"},
     "call_inputs": {"errors", "audio"},
+    "long_form": {"errors"},
 }
 FORBIDDEN = {
     "codec": ENTRY_POINTS | {"models", "diffusion", "pipeline", "build", "data", "corpus", "conditioning"},

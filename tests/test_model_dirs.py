@@ -27,7 +27,7 @@ from discodiff.config import MAX_INFERENCE_STEPS, DiscoDiffConfig
 from discodiff.diffusion import make_scheduler, sample
 from discodiff.errors import CodecError, ConditioningError, GenerationError, ModelDirectoryError
 from discodiff.outputs import TEMPORARY_MARK
-from discodiff.pipeline import DiscoDiffPipeline, LongDurationWarning
+from discodiff.pipeline import DiscoDiffPipeline
 from conftest import tone
 
 VOCAL_ENCODERS = ("primary_vocal_encoder", "secondary_vocal_encoder")
@@ -260,7 +260,11 @@ BAD_ARGUMENTS = [
     pytest.param(dict(duration=0), "duration", id="duration-zero"),
     pytest.param(dict(duration=-1.0), "duration", id="duration-negative"),
     pytest.param(dict(duration=math.nan), "duration", id="duration-nan"),
-    pytest.param(dict(duration=601.0), "long-form generation", id="duration-too-long"),
+    pytest.param(dict(duration=601.0), "longest output of one call", id="duration-too-long"),
+    pytest.param(dict(overlap=-1.0), "overlap", id="overlap-negative"),
+    pytest.param(dict(overlap=math.nan), "overlap", id="overlap-nan"),
+    pytest.param(dict(overlap="1"), "overlap", id="overlap-string"),
+    pytest.param(dict(overlap=1e6), "overlap", id="overlap-past-window"),
     pytest.param(dict(text_guidance=math.nan), "text_guidance", id="text-guidance-nan"),
     pytest.param(dict(text_guidance=math.inf), "text_guidance", id="text-guidance-inf"),
     pytest.param(dict(text_guidance=-0.5), "text_guidance", id="text-guidance-negative"),
@@ -291,7 +295,7 @@ def test_range_is_in_the_message(pipeline, no_compute):
 
 def test_too_long_vocal_is_refused(pipeline, no_compute, monkeypatch):
     monkeypatch.setattr("discodiff.call_inputs.MAX_DURATION_SECONDS", 0.5)
-    with pytest.raises(GenerationError, match="long-form generation does not exist yet"):
+    with pytest.raises(GenerationError, match="cut it into parts"):
         pipeline("organ", vocal=tone(0.6), **FAST)
     assert no_compute == []
 
@@ -302,15 +306,6 @@ def test_none_means_the_default(pipeline, no_compute, monkeypatch):
     out = pipeline("organ", output_type="latent", progress=False)
     assert no_compute.count("primary") == 3 and no_compute.count("secondary") == 3
     assert out.latents.shape[-1] == pipeline.codec.frames_for(round(0.2 * 44100))
-
-
-def test_long_duration_warns(pipeline, monkeypatch):
-    monkeypatch.setitem(pipeline.defaults, "duration", 0.1)
-    with pytest.warns(LongDurationWarning, match="training window"):
-        pipeline("organ", **{**FAST, "duration": 0.25})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", LongDurationWarning)
-        pipeline("organ", **{**FAST, "duration": 0.2})
 
 
 @pytest.mark.parametrize("name", ["ddim", "dpm++", "euler", "cosine-dpm"])
