@@ -171,6 +171,12 @@ def _check_wav_length(path: Path) -> None:
             handle.seek(length + (length & 1), 1)
 
 
+def mix_with_vocal(accompaniment: torch.Tensor, vocal: torch.Tensor) -> torch.Tensor:
+    """``accompaniment [1, T]`` + ``vocal [1, T']`` over the accompaniment's length, scaled down only if it would clip."""
+    mixture = accompaniment + vocal[..., : accompaniment.shape[-1]]
+    return mixture / max(1.0, float(mixture.abs().max()))
+
+
 def wav_bytes(num_samples: int, channels: int = 1) -> int:
     """Size of a 16-bit PCM file of ``num_samples`` per channel (an upper bound for flac/ogg)."""
     return 44 + 2 * channels * num_samples

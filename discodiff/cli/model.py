@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 
-from ..audio import save_audio, wav_bytes
+from ..audio import mix_with_vocal, save_audio, wav_bytes
 from ..call_inputs import read_prompt_file
 from ..config import MAX_DURATION_SECONDS, MAX_GUIDANCE, MAX_INFERENCE_STEPS
 from ..diffusion.sampling import SCHEDULERS
+from ..evaluation.candidates import MAX_CANDIDATES, fit_score
 from ..errors import ConfigError
 from ..outputs import AUDIO_OUTPUT_SUFFIXES, check_output_dir, check_output_file
 from ..spectrogram import write_spectrogram_panels
@@ -20,7 +21,8 @@ MIN_DURATION_SECONDS = 0.05
 MAX_SEED = 2**63 - 1
 MAX_BATCH_SIZE = 256
 # the pipeline options `sample` has flags for (an error about a family's options lists only these)
-CLI_SAMPLE_FLAGS = ("num_inference_steps", "text_guidance", "vocal_guidance", "scheduler", "temperature", "top_k", "top_p")
+CLI_SAMPLE_FLAGS = ("num_inference_steps", "text_guidance", "vocal_guidance", "scheduler", "temperature", "top_k", "top_p",
+                    "overlap")
 
 
 def new_model(
@@ -104,6 +106,13 @@ def sample(
     top_k: int = typer.Option(None, "--top-k", min=0, help="Keep the k most likely tokens, 0 = all (AR models) [default: the model's]."),
     top_p: float = typer.Option(None, "--top-p", min=0.01, max=1.0,
                                 help="Nucleus sampling mass, 1 = off (AR models) [default: the model's]."),
+    overlap: float = typer.Option(None, min=0.0, help="Seconds each window of an output longer than the model's window "
+                                  "shares with the one before [default: a quarter of the window]."),
+    candidates: int = typer.Option(1, "--candidates", min=1, max=MAX_CANDIDATES,
+                                   help="Generate this many accompaniments in one batch and rank them by vocal fit (and "
+                                        "CLAP score with --clap); written as OUT_rank1, OUT_rank2, … best first."),
+    clap: str = typer.Option(None, "--clap", help="CLAP model (hub id or directory) to rank candidates by their CLAP "
+                             "score against the prompt too."),
     batch_size: int = typer.Option(4, min=1, max=MAX_BATCH_SIZE, help="Prompts per forward batch with --prompts-file."),
     codec: str = typer.Option(None, "--codec", help="Use this local codec directory instead of the model's codec id."),
     text_encoder: str = typer.Option(None, "--text-encoder", help="Use this local text-encoder directory instead of the model's id."),
@@ -121,8 +130,15 @@ def sample(
         raise ConfigError(f"--duration {duration:g} and --vocal both set the length; the output takes the vocal's length, so drop --duration")
     if mix is not None and vocal is None:
         raise ConfigError("--mix needs --vocal (the mix is vocal + accompaniment); add --vocal take.wav or drop --mix")
-    outs, mixes = output_names(out, len(prompts)), output_names(mix, len(prompts)) if mix is not None else []
-    pictures = output_names(spectrogram, len(prompts)) if spectrogram is not None else []
+    if candidates > 1 and len(prompts) > 1:
+        raise ConfigError(f"--candidates {candidates} ranks the accompaniments of one prompt; give --prompt, not a "
+                          f"--prompts-file of {len(prompts)} prompts")
+    if clap is not None and candidates == 1:
+        raise ConfigError("--clap ranks candidates by CLAP score; add --candidates N (N ≥ 2) or drop --clap")
+    names = candidate_names if candidates > 1 else output_names
+    count = max(candidates, len(prompts))
+    outs, mixes = names(out, count), names(mix, count) if mix is not None else []
+    pictures = names(spectrogram, count) if spectrogram is not None else []
     inputs = [p for p in (vocal, prompts_file) if p is not None]
     for name in outs + mixes:
         check_output_file(name, AUDIO_OUTPUT_SUFFIXES, what="--mix" if name in mixes else "--out", inputs=inputs)
@@ -135,13 +151,13 @@ def sample(
     family = directory_family(model)
     family.check_generates(f"--model {model}")
     family_options = {"num_inference_steps": steps, "text_guidance": text_guidance, "vocal_guidance": vocal_guidance,
-                      "scheduler": scheduler, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+                      "scheduler": scheduler, "temperature": temperature, "top_k": top_k, "top_p": top_p, "overlap": overlap}
     family.check_options(family_options, labels={"num_inference_steps": "--steps"}, flags_only=CLI_SAMPLE_FLAGS)
     family.check_options({"codec": codec, "text_encoder": text_encoder}, kind="load")
     vocal_audio, vocal_rate = read_input(vocal) if vocal is not None else (None, None)
     if vocal_audio is not None and vocal_audio.shape[-1] / vocal_rate > MAX_DURATION_SECONDS:
         raise ConfigError(f"--vocal {vocal} lasts {vocal_audio.shape[-1] / vocal_rate:.0f} s; at most {MAX_DURATION_SECONDS:.0f} s "
-                          "can be generated in one window (long-form generation is not available yet): cut the take")
+                          "can be generated in one call: cut the take")
 
     with library_progress(not quiet):
         given = {name: value for name, value in (("codec", codec), ("text_encoder", text_encoder)) if value is not None}
@@ -156,26 +172,63 @@ def sample(
             num_samples = round((duration if duration is not None else pipeline.default_duration) * rate)
         for name in outs + mixes:
             check_output_file(name, AUDIO_OUTPUT_SUFFIXES, expected_bytes=len(outs + mixes) * wav_bytes(num_samples))
+        options = {name: value for name, value in family_options.items() if value is not None}
+        if candidates > 1:
+            from ..evaluation.candidates import generate_candidates
+
+            embedder = None
+            if clap is not None:
+                from ..evaluation.embedders import ClapEmbedder
+
+                embedder = ClapEmbedder.from_pretrained(clap)
+            ranked = generate_candidates(pipeline, prompts[0], vocal=None if vocal_audio is None else vocal_audio[0],
+                                         duration=duration, num_candidates=candidates, seed=seed, progress=not quiet,
+                                         clap=embedder, **options)
+            typer.echo(f"{candidates} candidates ranked by {ranked.ranked_by}:")
+            for index, candidate in enumerate(ranked.candidates):
+                line = write_outputs(index, candidate.audio, vocal_audio, rate, outs, mixes, pictures)
+                typer.echo(f"  {candidate.rank}. {line}  seed {candidate.seed}{describe_scores(candidate)}")
+            return
         for first in range(0, len(prompts), batch_size):
             batch = prompts[first : first + batch_size]
             generators = [torch.Generator().manual_seed(seed + first + i) for i in range(len(batch))]
-            options = {name: value for name, value in family_options.items() if value is not None}
             audios = pipeline(batch, vocal=vocal_audio, duration=duration, generator=generators, progress=not quiet,
                               **options).audios
             for i, audio in enumerate(torch.as_tensor(audios).cpu()):
-                index = first + i
-                save_audio(outs[index], audio, rate)
-                line = f"{outs[index]}: {audio.shape[-1] / rate:.2f} s  «{batch[i]}»"
-                panels = [("output", audio)] if vocal_audio is None else [("vocal", vocal_audio[..., : audio.shape[-1]]),
-                                                                           ("accompaniment", audio)]
-                if vocal_audio is not None:
-                    mixture = audio + vocal_audio[..., : audio.shape[-1]]
-                    mixture = mixture / max(1.0, float(mixture.abs().max()))
-                    panels.append(("mix", mixture))
-                if mixes:
-                    save_audio(mixes[index], mixture, rate)
-                    line += f"; mix {mixes[index]}"
-                if pictures:
-                    write_spectrogram_panels(panels, pictures[index], rate)
-                    line += f"; spectrograms {pictures[index]}"
-                typer.echo(line)
+                line = write_outputs(first + i, audio, vocal_audio, rate, outs, mixes, pictures)
+                typer.echo(f"{line}  «{batch[i]}»")
+
+
+def candidate_names(path: Path, count: int) -> list[Path]:
+    """``stem_rank1.suffix`` … ``stem_rankN.suffix``: the outputs of ranked candidates, best first."""
+    return [path.with_name(f"{path.stem}_rank{rank}{path.suffix}") for rank in range(1, count + 1)]
+
+
+def write_outputs(index: int, audio, vocal_audio, rate: int, outs: list[Path], mixes: list[Path],
+                  pictures: list[Path]) -> str:
+    """Write output ``index`` (``audio [1, T]``), its mix and spectrograms where asked; the line that reports them."""
+    save_audio(outs[index], audio, rate)
+    line = f"{outs[index]}: {audio.shape[-1] / rate:.2f} s"
+    panels = [("output", audio)]
+    if vocal_audio is not None:
+        mixture = mix_with_vocal(audio, vocal_audio)
+        panels = [("vocal", vocal_audio[..., : audio.shape[-1]]), ("accompaniment", audio), ("mix", mixture)]
+        if mixes:
+            save_audio(mixes[index], mixture, rate)
+            line += f"; mix {mixes[index]}"
+    if pictures:
+        write_spectrogram_panels(panels, pictures[index], rate)
+        line += f"; spectrograms {pictures[index]}"
+    return line
+
+
+def describe_scores(candidate) -> str:
+    """``; fit 0.41 (consonance 0.78, rhythmic 0.30); CLAP 0.12`` for the scores a candidate has."""
+    text = ""
+    if candidate.fit is not None:
+        fit = candidate.fit
+        text += (f"; fit {fit_score(fit):.3f} (consonance {fit.consonance:.3f}, rhythmic {fit.rhythmic:.3f}, "
+                 f"harmonic {fit.harmonic:.3f})")
+    if candidate.clap_score is not None:
+        text += f"; CLAP {candidate.clap_score:.3f}"
+    return text
