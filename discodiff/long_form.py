@@ -14,9 +14,10 @@ starts ``overlap`` frames before the frames it adds). An output that fits one wi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from .errors import GenerationError, is_integer
+from .errors import GenerationError, is_integer, is_real
 
 DEFAULT_OVERLAP_SHARE = 0.25  # a quarter of the window is the default overlap of each window with the frames before it
 
@@ -61,8 +62,8 @@ def overlap_frames(overlap_seconds: float | None, window: int, frame_rate: float
     """``overlap_seconds`` (None: :data:`DEFAULT_OVERLAP_SHARE` of the window) → frames, checked against the window."""
     if overlap_seconds is None:
         return round(DEFAULT_OVERLAP_SHARE * window)
-    if not isinstance(overlap_seconds, (int, float)) or isinstance(overlap_seconds, bool) or not \
-            0 <= overlap_seconds * frame_rate < window:
+    if not is_real(overlap_seconds) or not math.isfinite(overlap_seconds) or overlap_seconds < 0 or \
+            round(overlap_seconds * frame_rate) >= window:
         raise GenerationError(f"overlap={overlap_seconds!r} s: must be at least 0 and less than the model's window of "
                               f"{window / frame_rate:.2f} s")
     return round(overlap_seconds * frame_rate)

@@ -166,7 +166,7 @@ def test_given_semantic_tokens_and_coarse_codes_skip_their_stages(pipeline):
     ({"temperature": 0.0}, "temperature"), ({"top_k": -1}, "top_k"), ({"top_k": 2.5}, "top_k"),
     ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"text_guidance": -1.0}, "text_guidance"),
     ({"vocal_guidance": float("nan")}, "vocal_guidance"), ({"output_type": "latent"}, "output_type"),
-    ({"duration": 0.0}, "duration"), ({"duration": 100.0}, "max_length"),
+    ({"duration": 0.0}, "duration"), ({"overlap": -1.0}, "overlap"),
     ({"generator": [torch.Generator()] * 2}, "2 generators for 1 prompt"),
 ])
 def test_bad_arguments_are_refused_before_any_model_runs(pipeline, options, message, monkeypatch):

@@ -42,7 +42,7 @@ def test_bad_plans_are_refused(total, window, overlap):
 def test_overlap_in_seconds():
     assert overlap_frames(None, 100, 86.1) == round(DEFAULT_OVERLAP_SHARE * 100)
     assert overlap_frames(0.5, 100, 86.0) == 43 and overlap_frames(0, 100, 86.0) == 0
-    for bad in (-0.1, 100 / 86.0, math.nan, math.inf, "1", True):
+    for bad in (-0.1, 100 / 86.0, 99.6 / 86.0, math.nan, math.inf, "1", True):
         with pytest.raises(GenerationError, match="overlap"):
             overlap_frames(bad, 100, 86.0)
 
@@ -137,3 +137,27 @@ def test_windows_depend_on_their_overlap(pipeline):
     p = pipeline.primary_channels
     assert torch.equal(independent[:, :p, :window], overlapping[:, :p, :window])
     assert not torch.allclose(independent[:, :p, window:], overlapping[:, :p, window:])
+
+
+def test_sample_cli_makes_a_take_longer_than_the_window(tmp_path):
+    from typer.testing import CliRunner
+
+    import soundfile as sf
+
+    from discodiff.audio import save_audio
+    from discodiff.cli import app
+
+    runner = CliRunner()
+    model = tmp_path / "tiny"
+    made = runner.invoke(app, ["new-model", str(model), "--config", "configs/tiny.yaml", "--set", "sampling.duration=0.25"])
+    assert made.exit_code == 0, made.output
+    vocal = tmp_path / "take.wav"
+    save_audio(vocal, tone(1.3), 44100)
+    out = tmp_path / "acc.wav"
+    result = runner.invoke(app, ["sample", "--model", str(model), "--prompt", "organ", "--vocal", str(vocal),
+                                 "--out", str(out), "--steps", "2", "--overlap", "0.05", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert sf.info(str(out)).frames == tone(1.3).shape[-1]
+    refused = runner.invoke(app, ["sample", "--model", str(model), "--prompt", "organ", "--vocal", str(vocal),
+                                  "--out", str(tmp_path / "b.wav"), "--overlap", "0.3", "--quiet"])
+    assert refused.exit_code != 0 and "overlap=0.3" in refused.output and "window" in refused.output

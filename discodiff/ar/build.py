@@ -28,7 +28,7 @@ FAMILY = Family(
     pipeline="discodiff.ar.pipeline:ARPipeline",
     task="discodiff.training.ar_task:ARStageTask",
     sample_options=("temperature", "top_k", "top_p", "text_guidance", "vocal_guidance", "semantic_tokens",
-                    "coarse_codes", "use_cache", "output_type"),
+                    "coarse_codes", "overlap", "use_cache", "output_type"),
     load_options=("codec", "text_encoder"),
 )
 

@@ -5,6 +5,12 @@ extractor's frame rate (the codec's for :class:`~discodiff.conditioning.semantic
 The vocal's semantic tokens come from the same extractor and tokenizer as the accompaniment's. Guidance: separate text and vocal scales, batched
 (:mod:`discodiff.ar.sampling`); the vocal scale acts on the semantic and coarse stages (the fine stage has no vocal).
 
+Long-form: a stage's window is the model's training crop (``defaults["duration"]``) at the stage's frame rate, fewer
+frames where its ``max_length`` admits fewer. A longer output is made stage by stage over the whole take, window by
+window (:mod:`discodiff.long_form`): each window continues the frames of its overlap with the one before (the
+sampler's ``prefix``), its conditions are its own span of the whole take's, and it adds the frames after the overlap.
+An output that fits one window is one call of each stage, as without long-form.
+
 A model directory::
 
     pipeline.json                   family ar; sources (codec, text encoder, SSL features); sampling defaults;
@@ -26,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers.utils import BaseOutput
+from tqdm.auto import tqdm
 
 from ..call_inputs import check_duration, check_generator, check_prompts, check_scale, num_output_samples, vocal_batch
 from ..codec.resolve import CodecConfig
@@ -33,6 +40,7 @@ from ..conditioning.resolve import TextEncoderConfig
 from ..configuration import check_types, from_dict
 from ..errors import ConfigError, GenerationError, ModelDirectoryError, is_integer
 from ..guidance import Generators
+from ..long_form import Window, overlap_frames, plan_windows
 from ..model_files import (MODEL_CONFIG, REPAIR, carry_over, component_location, in_memory, inside, load_model,
                            read_json_object, sections_problem)
 from ..model_encoders import load_encoders, save_bundled_encoders
@@ -156,6 +164,7 @@ class ARPipeline:
         vocal_guidance: float | None = None,
         semantic_tokens: torch.Tensor | None = None,
         coarse_codes: torch.Tensor | None = None,
+        overlap: float | None = None,
         use_cache: bool = True,
         output_type: str = "np",
     ) -> ARPipelineOutput:
@@ -165,11 +174,15 @@ class ARPipeline:
         the model's default. ``prompt``, ``vocal``, ``duration`` and ``generator`` as for every family (a vocal sets
         the length). ``temperature`` > 0, ``top_k`` ≥ 0 (0 = off), ``top_p`` in (0, 1] (1 = off); guidance scales in
         0 … 100 (1 = unguided). ``semantic_tokens [B, Ls]`` skips the semantic stage and ``coarse_codes [B, c, L]``
-        also the coarse stage (teacher-forced evaluation of the later stages). ``use_cache=False`` recomputes every
-        prefix (slow; the reference of the KV cache). ``output_type``: ``np`` / ``pt`` audio or ``codes`` only.
+        also the coarse stage (teacher-forced evaluation of the later stages), both for the whole output.
+        ``overlap``: seconds each window of a long output shares with the one before, at least 0 and less than the
+        window (None: a quarter of it; see the module docstring). ``use_cache=False`` recomputes every prefix (slow;
+        the reference of the KV cache). ``output_type``: ``np`` / ``pt`` audio or ``codes`` only.
         """
         prompts = check_prompts(prompt)
         settings, scales = self._check_arguments(temperature, top_k, top_p, text_guidance, vocal_guidance, output_type)
+        windows = {name: self._stage_window(name) for name in STAGES}
+        overlaps = {name: overlap_frames(overlap, windows[name], self._stage_rate(name)) for name in STAGES}
         check_duration(duration)
         check_generator(generator, len(prompts))
         batch_size = len(prompts)
@@ -183,12 +196,8 @@ class ARPipeline:
                           self.codec.spec.codebook_size)
         if coarse_codes is not None and semantic_tokens is None:
             raise GenerationError("coarse_codes skips the semantic and coarse stages: give semantic_tokens with it")
-        for name, spec in self.specs.items():
-            steps = spec.num_steps(semantic_frames if name == "semantic" else frames)
-            if steps > self.stages[name].config.max_length:
-                raise GenerationError(f"{num_samples / self.sample_rate:.1f} s make {steps} steps in the {name} stage, more "
-                                      f"than its max_length={self.stages[name].config.max_length}; generate at most "
-                                      f"{self._max_seconds():.1f} s with this model")
+        plans = {name: plan_windows(semantic_frames if name == "semantic" else frames, windows[name], overlaps[name])
+                 for name in STAGES}
         if not self.tokenizer_fitted:
             warnings.warn("the semantic tokenizer is not fitted (an untrained model): output is not meaningful", stacklevel=2)
 
@@ -201,20 +210,19 @@ class ARPipeline:
                              codec_rate=self.codec.frame_rate, semantic_rate=self.semantic_rate)
         with_vocal = [scales[0], scales[1]] if vocal_audio is not None else [scales[0]]
 
-        def run(name: str, num_frames: int, conditions: torch.Tensor) -> torch.Tensor:
-            spec = self.specs[name]
-            stage_scales = with_vocal if spec.vocal_streams else with_vocal[:1]
-            return sample_stage(self.stages[name], spec, num_frames, conditions, text_pair, stage_scales, settings,
-                                generator, use_cache, progress)
+        def run(name: str, conditions: torch.Tensor) -> torch.Tensor:
+            stage_scales = with_vocal if self.specs[name].vocal_streams else with_vocal[:1]
+            return self._sample_windows(name, plans[name], conditions, text_pair, stage_scales, settings, generator,
+                                        use_cache, progress)
 
         if tokens.semantic is None:
-            tokens.semantic = run("semantic", semantic_frames, stage_conditions(self.specs["semantic"], tokens))[:, 0]
+            tokens.semantic = run("semantic", stage_conditions(self.specs["semantic"], tokens))[:, 0]
         else:
             tokens.semantic = tokens.semantic.to(self.device).long()
         if coarse_codes is None:
-            coarse_codes = run("coarse", frames, stage_conditions(self.specs["coarse"], tokens))
+            coarse_codes = run("coarse", stage_conditions(self.specs["coarse"], tokens))
         coarse_codes = coarse_codes.to(self.device).long()
-        fine = run("fine", frames, stage_conditions(self.specs["fine"], tokens, coarse_codes=coarse_codes))
+        fine = run("fine", stage_conditions(self.specs["fine"], tokens, coarse_codes=coarse_codes))
         codes = torch.cat([coarse_codes, fine], dim=1)
         if output_type == "codes":
             return ARPipelineOutput(audios=None, codes=codes, semantic=tokens.semantic, sample_rate=self.sample_rate)
@@ -229,15 +237,39 @@ class ARPipeline:
             return frames
         return max(1, round(frames * self.semantic_rate / self.codec.frame_rate))
 
-    def _max_seconds(self) -> float:
-        """The longest audio every stage's max_length admits."""
-        longest = []
-        for name, spec in self.specs.items():
-            rate = self.semantic_rate if name == "semantic" else self.codec.frame_rate
-            per_frame = spec.num_steps(2) - spec.num_steps(1)
-            extra = spec.num_steps(1) - per_frame
-            longest.append((self.stages[name].config.max_length - extra) // per_frame / rate)
-        return min(longest)
+    def _stage_rate(self, name: str) -> float:
+        """Frames per second of stage ``name``'s target: the semantic rate, or the codec's."""
+        return self.semantic_rate if name == "semantic" else self.codec.frame_rate
+
+    def _stage_window(self, name: str) -> int:
+        """Frames of one window of stage ``name``: the model's training crop (``default_duration``) at the stage's
+        rate, or as many as its ``max_length`` admits when that is fewer. A :class:`GenerationError` when not even one
+        frame fits."""
+        spec, max_length = self.specs[name], self.stages[name].config.max_length
+        crop = self.codec.frames_for(round(self.default_duration * self.sample_rate))
+        crop = self._semantic_frames(crop) if name == "semantic" else crop
+        one_frame, per_frame = spec.num_steps(1), spec.num_steps(2) - spec.num_steps(1)
+        if one_frame > max_length:
+            raise GenerationError(f"the {name} stage's max_length={max_length} is less than the {one_frame} steps of one "
+                                  f"frame with the {spec.pattern.name} pattern: this model cannot generate; build the "
+                                  f"stage with max_length ≥ {one_frame}")
+        return min(crop, (max_length - one_frame) // per_frame + 1)
+
+    def _sample_windows(self, name: str, windows: list[Window], conditions: torch.Tensor,
+                        text: tuple[torch.Tensor, torch.Tensor], scales: list[float], settings: SamplingSettings,
+                        generator: Generators, use_cache: bool, progress: bool) -> torch.Tensor:
+        """Stage ``name``'s target ``[B, n_target, frames]`` for the whole take, window by window: each window continues
+        the frames already generated in its overlap (the sampler's ``prefix``) with its own span of ``conditions
+        [B, C, frames]``, and adds the frames after them."""
+        spec = self.specs[name]
+        target = conditions.new_empty((conditions.shape[0], spec.n_target, 0))
+        many = len(windows) > 1
+        for window in tqdm(windows, desc=f"AR {name} windows", unit="window", disable=not (progress and many)):
+            prefix = target[..., window.start: window.start + window.known] if window.known else None
+            generated = sample_stage(self.stages[name], spec, window.length, conditions[..., window.start: window.stop],
+                                     text, scales, settings, generator, use_cache, progress, prefix=prefix)
+            target = torch.cat([target, generated[..., window.known:]], dim=-1)
+        return target
 
     def _check_arguments(self, temperature, top_k, top_p, text_guidance, vocal_guidance,
                          output_type: str) -> tuple[SamplingSettings, list[float]]:

@@ -10,6 +10,10 @@ multinomial draw per row, from that sample's own generator when a list is given.
 
 With ``use_cache=False`` every step recomputes the whole prefix: the reference the cache is checked against (the
 same tokens under the same generator) and the slow side of the cache speed-up benchmark.
+
+A ``prefix`` (known first frames of the target, long-form generation's overlap) is laid out by the stage's own pattern;
+the steps still run the model over it and still draw, so the generator advances as without a prefix, and only the
+drawn tokens of its (codebook, frame) positions are replaced by the known ones.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ def sample_stage(
     generator: Generators = None,
     use_cache: bool = True,
     progress: bool = True,
+    prefix: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generate ``spec``'s target ``[B, n_target, num_frames]``.
 
@@ -77,6 +82,9 @@ def sample_stage(
         text: ``(sequence [B, S, D], mask [B, S])`` for the cross-attention, or None.
         scales: guidance scales of the conditions present, in order: ``[text]`` or ``[text, vocal]`` (the vocal scale
             only when the stage has vocal streams and a vocal is given); ``[]`` = unguided.
+        prefix: ``[B, n_target, P]`` known first frames (``1 ≤ P < num_frames``, ids ``0 … vocab_size − 1``): they are
+            the target's first ``P`` frames, unchanged, and the model reads them as its context. Given the first frames
+            of a run, the same generator continues that run exactly.
     """
     batch_size = (text[0] if text is not None else conditions).shape[0]
     check_generators(generator, batch_size)
@@ -86,6 +94,9 @@ def sample_stage(
                               f"pattern, more than the model's max_length={model.config.max_length}; generate less "
                               "audio or build the stage with a larger max_length")
     device = model.device
+    if prefix is not None:
+        prefix = _checked_prefix(spec, prefix, batch_size, num_frames).to(device)
+    known = None if prefix is None else known_positions(spec, prefix, num_frames)
     guided = any(scale != 1 for scale in scales)
     copies = len(scales) + 1 if guided else 1
     rows = guidance_rows(spec, _to(spec.conditions_at_steps(conditions, num_frames), device),
@@ -110,10 +121,45 @@ def sample_stage(
         scores = _restrict(spec, scores, step)
         tokens = draw(settings.warp(scores.flatten(0, 1)).view(scores.shape), generator)  # [B, Km]
         tokens = _keep_real(spec, tokens, step, num_frames)
+        if known is not None:
+            tokens = torch.where(known.mask[:, step], known.sequence[..., step], tokens)
         sequence[..., step] = tokens
         if step + 1 < steps:
             inputs[..., step + 1] = repeat_batch(tokens, copies)
     return spec.target(sequence)
+
+
+@dataclass
+class KnownPositions:
+    """A prefix laid out as a ``num_frames`` pattern sequence: ``sequence [B, model_codebooks, S]`` (the prefix's tokens
+    where ``mask [model_codebooks, S]`` is True, placeholders elsewhere)."""
+
+    sequence: torch.Tensor
+    mask: torch.Tensor
+
+
+def known_positions(spec: StageSpec, prefix: torch.Tensor, num_frames: int) -> KnownPositions:
+    """The pattern positions of ``prefix [B, n_target, P]``, the first ``P`` of ``num_frames`` target frames, and their
+    tokens: the stage's own sequence of the prefix padded to ``num_frames``, and its label mask of the first ``P``
+    frames (every (codebook, step) that holds one of them, for the delay and the flatten pattern alike)."""
+    batch_size, _, known_frames = prefix.shape
+    padded = torch.cat([prefix, prefix.new_zeros(batch_size, spec.n_target, num_frames - known_frames)], dim=-1)
+    frame_mask = (torch.arange(num_frames, device=prefix.device) < known_frames)[None]
+    return KnownPositions(spec.sequence(padded), spec.label_mask(frame_mask)[0])
+
+
+def _checked_prefix(spec: StageSpec, prefix, batch_size: int, num_frames: int) -> torch.Tensor:
+    """``prefix`` as long ids, or a :class:`GenerationError` naming what is wrong with it."""
+    integer = isinstance(prefix, torch.Tensor) and not (prefix.dtype.is_floating_point or prefix.dtype.is_complex
+                                                        or prefix.dtype == torch.bool)
+    if not integer or prefix.ndim != 3 or prefix.shape[:2] != (batch_size, spec.n_target) or \
+            not 1 <= prefix.shape[2] < num_frames:
+        got = f"{tuple(prefix.shape)} {prefix.dtype}" if isinstance(prefix, torch.Tensor) else type(prefix).__name__
+        raise GenerationError(f"{spec.name} stage: prefix must be an integer tensor [{batch_size}, {spec.n_target}, P] "
+                              f"with 1 ≤ P < {num_frames} (the frames generated), got {got}")
+    if prefix.min() < 0 or prefix.max() >= spec.vocab_size:
+        raise GenerationError(f"{spec.name} stage: prefix ids must be in 0 … {spec.vocab_size - 1}")
+    return prefix.long()
 
 
 @dataclass
