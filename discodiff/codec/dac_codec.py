@@ -190,11 +190,13 @@ class DacCodec(nn.Module):
     # --- decode -------------------------------------------------------------------------------
 
     def decode_latents(self, latents: torch.Tensor, length: int | None = None, **chunking) -> torch.Tensor:
-        """Snap, embed and decode latents ``[B, k·d, L]`` → audio ``[B, 1, length or L·hop]``."""
+        """Snap, embed and decode latents ``[B, k·d, L]`` → audio ``[B, 1, length or L·hop]``, chunk by chunk (the
+        snap and the embedding are per frame, so nothing whole-length but the audio is ever held)."""
         check_chunking(chunking.get("chunk_seconds"), chunking.get("context_seconds", DEFAULT_CONTEXT_SECONDS))
-        return self.decode_codes(self.snap(latents), length=length, **chunking)
+        self._check_latents(latents)
+        return self._decode(lambda start, stop: self.snap(latents[..., start:stop]), latents.shape[-1], length,
+                            **chunking)
 
-    @torch.inference_mode()
     def decode_codes(
         self,
         codes: torch.Tensor,
@@ -204,14 +206,21 @@ class DacCodec(nn.Module):
         progress: bool = True,
     ) -> torch.Tensor:
         """Codes ``[B, k, L]`` → audio ``[B, 1, length or L·hop]``; chunked over frames for long inputs."""
+        return self._decode(lambda start, stop: codes[..., start:stop], codes.shape[-1], length, chunk_seconds,
+                            context_seconds, progress)
+
+    @torch.inference_mode()
+    def _decode(self, chunk_codes: Callable[[int, int], torch.Tensor], frames: int, length: int | None,
+                chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS, context_seconds: float = DEFAULT_CONTEXT_SECONDS,
+                progress: bool = True) -> torch.Tensor:
+        """Decode ``frames`` frames whose codes ``chunk_codes(start, stop)`` gives ``[B, k, stop − start]``, in chunks."""
         check_chunking(chunk_seconds, context_seconds)
-        z = self.embed_codes(codes)
 
         def decode_window(start: int, stop: int) -> torch.Tensor:
-            audio = self.model.decoder(z[..., start:stop])
+            audio = self.model.decoder(self.embed_codes(chunk_codes(start, stop)))
             return audio.reshape(audio.shape[0], 1, -1)
 
-        audio = self._chunked(decode_window, z.shape[-1], chunk_seconds, context_seconds, progress, "decode",
+        audio = self._chunked(decode_window, frames, chunk_seconds, context_seconds, progress, "decode",
                               samples_per_frame=self.hop_length)
         return audio if length is None else audio[..., :length]
 

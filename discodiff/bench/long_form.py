@@ -1,0 +1,252 @@
+"""Long takes and candidates with the shipped model: seams between windows, memory against length, ranking gain.
+
+    python -m discodiff.bench.long_form seams   --data RENDERED_ROOT [--limit 6] [--seconds 60] [--model DIR]
+    python -m discodiff.bench.long_form memory  [--durations 60 240] [--steps 2] [--model DIR]
+    python -m discodiff.bench.long_form ranking --data RENDERED_ROOT [--limit 10] [--candidates 4] [--seconds 10]
+
+Every run uses validation-split tracks of the rendered Bach corpus (:func:`~discodiff.evaluation.tracks.select_tracks`,
+which refuses a tree holding a held-out composer's track), their vocals from the first sample, and the model's
+defaults unless ``--steps`` is given; ``--json`` writes the record.
+
+- **seams**: each vocal's first ``--seconds`` (tracks shorter than that are skipped) is accompanied twice with the
+  same seed, *windowed* (each window inpaints its overlap, the default) and *naive* (``overlap=0``: independent
+  windows, concatenated). At every join (the first frame a window adds) and inside the windows (frames more than
+  :data:`INSIDE_MARGIN` s from any join) it measures the spectral flux of the accompaniment (``librosa`` onset
+  strength: positive log-mel flux per 23 ms frame) within ±:data:`JOIN_FRAMES` frames, and the vocal fit score
+  (:func:`~discodiff.evaluation.candidates.fit_score`) of :data:`FIT_SECONDS` s excerpts centred on the joins and
+  on the middles of the windows. A seam shows as a flux ratio (joins / inside) above 1 and a lower fit at the joins.
+- **memory**: one fresh subprocess per duration generates that many seconds for a synthetic vocal and reports the
+  peak resident memory the call added, and its *working* memory: that peak minus the output (audio and latents),
+  which alone must grow with the length.
+- **ranking**: ``--candidates`` accompaniments per vocal (its first ``--seconds``) in one batch. In-sample, the
+  top-ranked candidate against a random one (a seeded pick, paired per track): the gain ranking buys, ≥ 0 by
+  construction. Held out, the part that is not by construction: candidates ranked by the fit of the first half of
+  the excerpt, scored on the second half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import write_json_record
+from ..cli.errors import run_script
+from ..errors import ConfigError
+
+JOIN_FRAMES = 5         # ±116 ms of 23.2 ms analysis frames around a join
+INSIDE_MARGIN = 1.0     # seconds from any join for a frame to count as inside a window
+FIT_SECONDS = 2.0       # the vocal-fit excerpts around joins and window middles
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m discodiff.bench.long_form", description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("seams", "memory", "ranking"))
+    parser.add_argument("--data", help="a folder of rendered track folders (seams, ranking)")
+    parser.add_argument("--model", default=None, help="model directory [default: the shipped model]")
+    parser.add_argument("--limit", type=int, default=None, help="validation tracks to use (default 6 seams, 10 ranking)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds of each vocal (default 60 seams, 10 ranking)")
+    parser.add_argument("--candidates", type=int, default=4, help="candidates per vocal (ranking)")
+    parser.add_argument("--durations", type=float, nargs="+", default=[60.0, 240.0], help="seconds (memory)")
+    parser.add_argument("--steps", type=int, default=None, help="inference steps [default: the model's]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the record to this .json file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--worker", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.what != "memory" and not args.data:
+        raise ConfigError(f"{args.what} needs --data, a folder of rendered tracks (`discodiff render-corpus`)")
+    if args.json:
+        from ..outputs import check_output_file
+
+        check_output_file(args.json, (".json",), what="--json")
+    return args
+
+
+def load_model(directory: str | None):
+    from ..pipeline_utils import load_pipeline
+    from ..pretrained import shipped_model_dir
+
+    pipeline = load_pipeline(directory or shipped_model_dir())
+    return pipeline
+
+
+def options(args) -> dict:
+    return {} if args.steps is None else {"num_inference_steps": args.steps}
+
+
+def vocals(args, seconds: float, limit: int) -> list[tuple[str, torch.Tensor]]:
+    """``(track id, vocal [1, T] at 44.1 kHz)`` of the first ``limit`` validation tracks at least ``seconds`` long."""
+    from ..audio import load_audio
+    from ..evaluation.tracks import audio_info, select_tracks
+
+    chosen = []
+    for pair in select_tracks(args.data, "validation", None):
+        rate, frames = audio_info(Path(pair.vocals))
+        if frames >= seconds * rate:
+            chosen.append((pair.track_id, load_audio(pair.vocals, sample_rate=44100, mono=True)[..., : round(seconds * 44100)]))
+        if len(chosen) == limit:
+            break
+    if not chosen:
+        raise ConfigError(f"no validation track under {args.data} lasts {seconds:g} s; lower --seconds")
+    return chosen
+
+
+# --- seams ---------------------------------------------------------------------------------------------------------
+
+def seam_measures(vocal: np.ndarray, accompaniment: np.ndarray, rate: int, joins_s: list[float],
+                  middles_s: list[float]) -> dict:
+    """Flux near joins / inside windows, and the fit score of excerpts at joins and at window middles."""
+    import librosa
+
+    from ..evaluation.candidates import fit_score
+    from ..evaluation.vocal_fit import ANALYSIS_RATE, HOP, vocal_fit
+
+    y = librosa.resample(accompaniment, orig_sr=rate, target_sr=ANALYSIS_RATE)
+    flux = librosa.onset.onset_strength(y=y, sr=ANALYSIS_RATE, hop_length=HOP)
+    frame_s = HOP / ANALYSIS_RATE
+    times = np.arange(flux.size) * frame_s
+    distance = np.min(np.abs(times[:, None] - np.array(joins_s)[None]), axis=1)
+    near, inside = distance <= JOIN_FRAMES * frame_s, distance > INSIDE_MARGIN
+
+    def fit_at(centre: float) -> float:
+        half = round(FIT_SECONDS / 2 * rate)
+        start = max(0, round(centre * rate) - half)
+        stop = min(len(vocal), start + 2 * half)
+        return fit_score(vocal_fit(vocal[start:stop], accompaniment[start:stop], rate))
+
+    flux_inside = float(flux[inside].mean())
+    return {"flux_join": float(flux[near].mean()), "flux_inside": flux_inside,
+            "flux_ratio": float(flux[near].mean() / max(flux_inside, 1e-9)),
+            "fit_join": float(np.mean([fit_at(t) for t in joins_s])),
+            "fit_inside": float(np.mean([fit_at(t) for t in middles_s]))}
+
+
+def seams(args) -> dict:
+    from tqdm.auto import tqdm
+
+    from ..long_form import overlap_frames, plan_windows
+
+    pipeline = load_model(args.model)
+    seconds, limit = args.seconds or 60.0, args.limit or 6
+    takes = vocals(args, seconds, limit)
+    rate, hop = pipeline.sample_rate, pipeline.codec.hop_length
+    frames, window = pipeline.codec.frames_for(round(seconds * rate)), pipeline.window_frames
+    rows = []
+    for track_id, vocal in tqdm(takes, desc="seams", unit="take", disable=args.quiet):
+        row = {"track": track_id}
+        for method, overlap in (("windowed", None), ("naive", 0.0)):
+            windows = plan_windows(frames, window, overlap_frames(overlap, window, pipeline.codec.frame_rate))
+            out = pipeline(["a Baroque chorale accompaniment for organ and strings"], vocal=vocal,
+                           generator=[torch.Generator().manual_seed(args.seed)], progress=False, overlap=overlap,
+                           **options(args))
+            joins = [w.new.start * hop / rate for w in windows[1:]]
+            middles = [(w.new.start + w.new.stop) / 2 * hop / rate for w in windows]
+            measures = seam_measures(vocal[0].numpy(), np.asarray(out.audios)[0, 0], rate, joins, middles)
+            row.update({f"{method}_{key}": value for key, value in measures.items()})
+        rows.append(row)
+    summary = {}
+    for method in ("windowed", "naive"):
+        for key in ("flux_ratio", "fit_join", "fit_inside"):
+            values = np.array([row[f"{method}_{key}"] for row in rows])
+            summary[f"{method}_{key}"] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        gaps = np.array([row[f"{method}_fit_join"] - row[f"{method}_fit_inside"] for row in rows])
+        summary[f"{method}_fit_join_minus_inside"] = {"mean": float(gaps.mean()), "std": float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0}
+    print(f"seams: {len(rows)} validation takes of {seconds:g} s, window {window / pipeline.codec.frame_rate:.2f} s")
+    print(f"{'method':<10}{'flux ratio join/inside':>26}{'fit at joins':>16}{'fit inside':>14}{'fit join−inside':>20}")
+    for method in ("windowed", "naive"):
+        s = summary
+        print(f"{method:<10}{s[f'{method}_flux_ratio']['mean']:>18.3f} ± {s[f'{method}_flux_ratio']['std']:.3f}"
+              f"{s[f'{method}_fit_join']['mean']:>16.3f}{s[f'{method}_fit_inside']['mean']:>14.3f}"
+              f"{s[f'{method}_fit_join_minus_inside']['mean']:>12.3f} ± {s[f'{method}_fit_join_minus_inside']['std']:.3f}")
+    return {"what": "seams", "seconds": seconds, "takes": len(rows), "summary": summary, "per_take": rows}
+
+
+# --- memory --------------------------------------------------------------------------------------------------------
+
+def memory_worker(args) -> dict:
+    from ..evaluation.speed import PeakMemory
+
+    torch.set_num_threads(1)
+    pipeline = load_model(args.model)
+    rate = pipeline.sample_rate
+    t = torch.arange(round(args.worker * rate)) / rate
+    vocal = (0.3 * torch.sin(2 * torch.pi * 220.0 * t * (1 + 0.1 * torch.sin(0.5 * t))))[None]
+    with PeakMemory() as peak:
+        out = pipeline(["organ"], vocal=vocal, generator=[torch.Generator().manual_seed(0)], progress=False,
+                       **options(args))
+    results = (torch.as_tensor(out.audios).numel() * 4 + out.latents.numel() * 4) / 2**20
+    return {"seconds": args.worker, "peak_added_mib": round(peak.added_mib, 1),
+            "output_mib": round(results, 1), "working_mib": round(peak.added_mib - results, 1)}
+
+
+def memory(args) -> dict:
+    rows = []
+    for seconds in args.durations:
+        command = [sys.executable, "-m", "discodiff.bench.long_form", "memory", "--worker", str(seconds)]
+        command += (["--model", args.model] if args.model else []) + (["--steps", str(args.steps)] if args.steps else [])
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+        out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
+        rows.append(json.loads(out.splitlines()[-1]))
+    print(f"{'seconds':>8}{'peak added MiB':>16}{'output MiB':>12}{'working MiB':>13}")
+    for row in rows:
+        print(f"{row['seconds']:>8g}{row['peak_added_mib']:>16.1f}{row['output_mib']:>12.1f}{row['working_mib']:>13.1f}")
+    ratio = rows[-1]["working_mib"] / max(rows[0]["working_mib"], 1e-9)
+    print(f"ratio working({rows[-1]['seconds']:g} s)/working({rows[0]['seconds']:g} s): {ratio:.2f}")
+    return {"what": "memory", "rows": rows, "working_ratio": ratio}
+
+
+# --- ranking -------------------------------------------------------------------------------------------------------
+
+def ranking(args) -> dict:
+    from tqdm.auto import tqdm
+
+    from ..evaluation.candidates import fit_score, generate_candidates
+    from ..evaluation.vocal_fit import paired_comparison, vocal_fit
+
+    pipeline = load_model(args.model)
+    seconds, limit = args.seconds or 10.0, args.limit or 10
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for track_id, vocal in tqdm(vocals(args, seconds, limit), desc="ranking", unit="vocal", disable=args.quiet):
+        ranked = generate_candidates(pipeline, "a Baroque chorale accompaniment for organ and strings", vocal=vocal[0],
+                                     num_candidates=args.candidates, seed=args.seed, progress=False, **options(args))
+        pick = int(rng.integers(len(ranked.candidates)))
+        half = vocal.shape[-1] // 2
+        first = [fit_score(vocal_fit(vocal[0, :half], c.audio[0, :half], ranked.sample_rate)) for c in ranked.candidates]
+        second = [fit_score(vocal_fit(vocal[0, half:], c.audio[0, half:], ranked.sample_rate)) for c in ranked.candidates]
+        rows.append({"track": track_id, "scores": [c.score for c in ranked.candidates], "top": ranked.best.score,
+                     "random": ranked.candidates[pick].score, "held_out_top": second[int(np.argmax(first))],
+                     "held_out_random": second[pick]})
+    in_sample = paired_comparison([r["top"] for r in rows], [r["random"] for r in rows]).to_dict()
+    held_out = paired_comparison([r["held_out_top"] for r in rows], [r["held_out_random"] for r in rows]).to_dict()
+    print(f"ranking: {len(rows)} validation vocals, {args.candidates} candidates of {seconds:g} s each")
+    for name, c in (("in-sample (top vs random)", in_sample), ("held-out half (top by 1st half, scored on 2nd)", held_out)):
+        print(f"{name:<48} top {c['matched_mean']:.3f}  random {c['mismatched_mean']:.3f}  difference "
+              f"{c['difference_mean']:+.3f} ± {c['difference_std']:.3f} (sem {c['difference_sem']:.3f})  "
+              f"top higher {c['share_matched_higher']:.0%}")
+    return {"what": "ranking", "seconds": seconds, "candidates": args.candidates, "in_sample": in_sample,
+            "held_out": held_out, "per_vocal": rows}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.worker is not None:
+        record = memory_worker(args)
+        print(json.dumps(record))
+        return record
+    record = {"seams": seams, "memory": memory, "ranking": ranking}[args.what](args)
+    record["settings"] = {key: value for key, value in vars(args).items() if key != "worker"}
+    if args.json:
+        write_json_record(args.json, record)
+    return record
+
+
+if __name__ == "__main__":
+    run_script(lambda: main(sys.argv[1:]))
