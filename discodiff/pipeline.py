@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .call_inputs import (check_duration, check_generator, check_prompts, check_scale,
                           num_output_samples, vocal_batch)
+from .codec.dac_codec import MIN_CHUNK_SECONDS
 from .conditioning import DacLatentFeatures, TextCondition
 from .config import MAX_INFERENCE_STEPS, CodecConfig, SamplingConfig, TextEncoderConfig
 from .diffusion import conditioned_denoiser, sample
@@ -198,7 +199,8 @@ class DiscoDiffPipeline:
             duration: seconds of audio without a vocal, in ``(0, MAX_DURATION_SECONDS]``. An output longer than the
                 model's window (its training window, :attr:`window_frames`) is generated window by window, each
                 window inpainting its overlap with the one before (:mod:`discodiff.long_form`): the primary for the
-                whole output first, then the secondary; memory is bounded by the window.
+                whole output first, then the secondary, and decoded in chunks of the window: memory is bounded by the
+                window (and the output itself).
             num_inference_steps: a whole number in ``1 … MAX_INFERENCE_STEPS``.
             text_guidance, vocal_guidance: finite, in ``0 … 100`` (1 = unguided, 0 ignores the condition).
             generator: a ``torch.Generator`` or a list of exactly ``B`` of them.
@@ -251,7 +253,8 @@ class DiscoDiffPipeline:
         latents = self.latent_stats.denormalize(normalized)
         if output_type == "latent":
             return DiscoDiffPipelineOutput(audios=None, latents=latents, sample_rate=self.sample_rate)
-        audio = self.codec.decode_latents(latents, length=num_samples, progress=progress)
+        audio = self.codec.decode_latents(latents, length=num_samples, progress=progress,
+                                          chunk_seconds=max(MIN_CHUNK_SECONDS, self.default_duration))
         return DiscoDiffPipelineOutput(audios=audio.cpu().numpy() if output_type == "np" else audio, latents=latents,
                                        sample_rate=self.sample_rate)
 

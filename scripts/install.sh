@@ -4,7 +4,8 @@
 #   bash scripts/install.sh [--render] [--test] [--descript] [--venv DIR]
 #
 #   --render    also the render extra (music21, pyfluidsynth: `discodiff render-corpus`, the demo)
-#   --test      also the test extras (pytest, music21, pyfluidsynth, librosa, sentencepiece, onnxruntime) and basic-pitch
+#   --test      also the test extras (pytest, music21, pyfluidsynth, librosa, sentencepiece, onnxruntime, gradio,
+#               selenium), basic-pitch and, as root, Debian's chromium + chromium-driver (the studio's browser test)
 #   --descript  also the original `dac` package (the `descript` codec backend) in the CPU-safe way
 #               described in README "Design notes: the descript backend on CPU torch"
 #
@@ -33,6 +34,16 @@ if ! { [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && ldconfig -p | grep -q libf
       fluidsynth libfluidsynth3 fluid-soundfont-gm >/dev/null
   else
     echo "[install] rendering needs Debian packages: sudo apt-get install fluidsynth fluid-soundfont-gm" >&2
+  fi
+fi
+# the studio's browser test (tests/test_studio_browser.py) drives Debian's headless Chromium through its chromedriver
+if [[ " ${EXTRAS[*]:-} " == *" test "* ]] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[install] Debian packages: chromium chromium-driver fonts-liberation"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium chromium-driver fonts-liberation >/dev/null
+  else
+    echo "[install] the studio's browser test needs Debian packages: sudo apt-get install chromium chromium-driver" >&2
   fi
 fi
 

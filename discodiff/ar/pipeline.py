@@ -35,6 +35,7 @@ from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
 from ..call_inputs import check_duration, check_generator, check_prompts, check_scale, num_output_samples, vocal_batch
+from ..codec.dac_codec import MIN_CHUNK_SECONDS
 from ..codec.resolve import CodecConfig
 from ..conditioning.resolve import TextEncoderConfig
 from ..configuration import check_types, from_dict
@@ -226,7 +227,8 @@ class ARPipeline:
         codes = torch.cat([coarse_codes, fine], dim=1)
         if output_type == "codes":
             return ARPipelineOutput(audios=None, codes=codes, semantic=tokens.semantic, sample_rate=self.sample_rate)
-        audio = self.codec.decode_codes(codes, length=num_samples, progress=progress)
+        audio = self.codec.decode_codes(codes, length=num_samples, progress=progress,
+                                        chunk_seconds=max(MIN_CHUNK_SECONDS, self.default_duration))
         return ARPipelineOutput(audios=audio.cpu().numpy() if output_type == "np" else audio, codes=codes,
                                 semantic=tokens.semantic, sample_rate=self.sample_rate)
 

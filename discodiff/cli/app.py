@@ -8,7 +8,7 @@ import platform
 
 import typer
 
-from . import captions, codec, data, evaluate, model
+from . import captions, codec, data, evaluate, model, studio
 from .errors import reports_errors
 
 HELP = """Text- and vocal-conditioned music at 44.1 kHz by coarse-to-fine latent diffusion on DAC latents.
@@ -57,6 +57,7 @@ COMMANDS = {
     "new-model": model.new_model,
     "sample": model.sample,
     "eval": evaluate.evaluate,
+    "studio": studio.studio,
 }
 for name, command in COMMANDS.items():
     app.command(name)(reports_errors(command))
