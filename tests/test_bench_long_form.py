@@ -23,7 +23,8 @@ def test_joins_of_independent_pieces_show_and_continuous_audio_does_not():
     seamed = np.concatenate(pieces)
     smooth = seam_measures(vocal, continuous, RATE, joins, middles)
     broken = seam_measures(vocal, seamed, RATE, joins, middles)
-    assert smooth["flux_ratio"] == pytest.approx(1.0, abs=0.3)
-    assert broken["flux_ratio"] > 2 * smooth["flux_ratio"]
-    assert set(smooth) == {"flux_join", "flux_inside", "flux_ratio", "fit_join", "fit_inside"}
+    assert smooth["flux_ratio"] == pytest.approx(1.0, abs=0.3) and smooth["change_ratio"] < 2
+    assert broken["flux_ratio"] > 2 * smooth["flux_ratio"] and broken["change_ratio"] > 5 * smooth["change_ratio"]
+    assert set(smooth) == {"flux_join", "flux_inside", "flux_ratio", "change_join", "change_inside", "change_ratio",
+                           "fit_join", "fit_inside"}
     assert all(np.isfinite(v) for v in broken.values())

@@ -10,11 +10,14 @@ defaults unless ``--steps`` is given; ``--json`` writes the record.
 
 - **seams**: each vocal's first ``--seconds`` (tracks shorter than that are skipped) is accompanied twice with the
   same seed, *windowed* (each window inpaints its overlap, the default) and *naive* (``overlap=0``: independent
-  windows, concatenated). At every join (the first frame a window adds) and inside the windows (frames more than
-  :data:`INSIDE_MARGIN` s from any join) it measures the spectral flux of the accompaniment (``librosa`` onset
-  strength: positive log-mel flux per 23 ms frame) within ±:data:`JOIN_FRAMES` frames, and the vocal fit score
-  (:func:`~discodiff.evaluation.candidates.fit_score`) of :data:`FIT_SECONDS` s excerpts centred on the joins and
-  on the middles of the windows. A seam shows as a flux ratio (joins / inside) above 1 and a lower fit at the joins.
+  windows, concatenated). At every join (the first frame a window adds) and at every frame inside the windows (more
+  than :data:`INSIDE_MARGIN` s from any join) it measures the accompaniment's *frame flux* (``librosa`` onset
+  strength: positive log-mel flux from one 23 ms frame to the next; the largest within ±:data:`JOIN_FRAMES` frames)
+  and its *spectral change* (the mean absolute difference of the mean log-mel spectra of the :data:`SEGMENT_FRAMES`
+  frames before and after the point: the spectral flux between half-second segments, which shows a window that does
+  not continue the one before even where the decoder smooths the cut itself); and the vocal fit score
+  (:func:`~discodiff.evaluation.candidates.fit_score`) of :data:`FIT_SECONDS` s excerpts centred on the joins and on
+  the middles of the windows. A seam shows as ratios (joins / inside) above 1 and a lower fit at the joins.
 - **memory**: one fresh subprocess per duration generates that many seconds for a synthetic vocal and reports the
   peak resident memory the call added, and its *working* memory: that peak minus the output (audio and latents),
   which alone must grow with the length.
@@ -40,7 +43,8 @@ from . import write_json_record
 from ..cli.errors import run_script
 from ..errors import ConfigError
 
-JOIN_FRAMES = 5         # ±116 ms of 23.2 ms analysis frames around a join
+JOIN_FRAMES = 2         # the frame flux of a point: its largest within ±2 frames (±46 ms of 23.2 ms frames)
+SEGMENT_FRAMES = 22     # the spectral change of a point: between the 0.5 s before it and the 0.5 s after it
 INSIDE_MARGIN = 1.0     # seconds from any join for a frame to count as inside a window
 FIT_SECONDS = 2.0       # the vocal-fit excerpts around joins and window middles
 
@@ -102,18 +106,28 @@ def vocals(args, seconds: float, limit: int) -> list[tuple[str, torch.Tensor]]:
 
 def seam_measures(vocal: np.ndarray, accompaniment: np.ndarray, rate: int, joins_s: list[float],
                   middles_s: list[float]) -> dict:
-    """Flux near joins / inside windows, and the fit score of excerpts at joins and at window middles."""
+    """At the joins and inside the windows: the frame flux, the spectral change and the fit score (module docstring)."""
     import librosa
 
     from ..evaluation.candidates import fit_score
     from ..evaluation.vocal_fit import ANALYSIS_RATE, HOP, vocal_fit
 
     y = librosa.resample(accompaniment, orig_sr=rate, target_sr=ANALYSIS_RATE)
-    flux = librosa.onset.onset_strength(y=y, sr=ANALYSIS_RATE, hop_length=HOP)
+    log_mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=ANALYSIS_RATE, hop_length=HOP))
+    flux = librosa.onset.onset_strength(S=log_mel, sr=ANALYSIS_RATE)  # positive log-mel flux per frame
     frame_s = HOP / ANALYSIS_RATE
-    times = np.arange(flux.size) * frame_s
-    distance = np.min(np.abs(times[:, None] - np.array(joins_s)[None]), axis=1)
-    near, inside = distance <= JOIN_FRAMES * frame_s, distance > INSIDE_MARGIN
+    frames = np.arange(flux.size)
+    distance = np.min(np.abs(frames[:, None] * frame_s - np.array(joins_s)[None]), axis=1)
+    inside = frames[(distance > INSIDE_MARGIN) & (frames >= SEGMENT_FRAMES) & (frames <= flux.size - SEGMENT_FRAMES)]
+    joins = [round(t / frame_s) for t in joins_s]
+
+    def frame_flux(frame: int) -> float:  # the largest frame flux within ±JOIN_FRAMES
+        return float(flux[max(0, frame - JOIN_FRAMES): frame + JOIN_FRAMES + 1].max())
+
+    def change(frame: int) -> float:  # mean |Δ| of the mean log-mel spectra of the segments before and after
+        before = log_mel[:, max(0, frame - SEGMENT_FRAMES): frame].mean(axis=1)
+        after = log_mel[:, frame: frame + SEGMENT_FRAMES].mean(axis=1)
+        return float(np.abs(after - before).mean())
 
     def fit_at(centre: float) -> float:
         half = round(FIT_SECONDS / 2 * rate)
@@ -121,11 +135,12 @@ def seam_measures(vocal: np.ndarray, accompaniment: np.ndarray, rate: int, joins
         stop = min(len(vocal), start + 2 * half)
         return fit_score(vocal_fit(vocal[start:stop], accompaniment[start:stop], rate))
 
-    flux_inside = float(flux[inside].mean())
-    return {"flux_join": float(flux[near].mean()), "flux_inside": flux_inside,
-            "flux_ratio": float(flux[near].mean() / max(flux_inside, 1e-9)),
-            "fit_join": float(np.mean([fit_at(t) for t in joins_s])),
-            "fit_inside": float(np.mean([fit_at(t) for t in middles_s]))}
+    measures = {"flux_join": np.mean([frame_flux(f) for f in joins]), "flux_inside": np.mean([frame_flux(f) for f in inside]),
+                "change_join": np.mean([change(f) for f in joins]), "change_inside": np.mean([change(f) for f in inside]),
+                "fit_join": np.mean([fit_at(t) for t in joins_s]), "fit_inside": np.mean([fit_at(t) for t in middles_s])}
+    measures["flux_ratio"] = measures["flux_join"] / max(measures["flux_inside"], 1e-9)
+    measures["change_ratio"] = measures["change_join"] / max(measures["change_inside"], 1e-9)
+    return {key: float(value) for key, value in measures.items()}
 
 
 def seams(args) -> dict:
@@ -153,16 +168,18 @@ def seams(args) -> dict:
         rows.append(row)
     summary = {}
     for method in ("windowed", "naive"):
-        for key in ("flux_ratio", "fit_join", "fit_inside"):
+        for key in ("flux_ratio", "change_ratio", "fit_join", "fit_inside"):
             values = np.array([row[f"{method}_{key}"] for row in rows])
             summary[f"{method}_{key}"] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
         gaps = np.array([row[f"{method}_fit_join"] - row[f"{method}_fit_inside"] for row in rows])
         summary[f"{method}_fit_join_minus_inside"] = {"mean": float(gaps.mean()), "std": float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0}
     print(f"seams: {len(rows)} validation takes of {seconds:g} s, window {window / pipeline.codec.frame_rate:.2f} s")
-    print(f"{'method':<10}{'flux ratio join/inside':>26}{'fit at joins':>16}{'fit inside':>14}{'fit join−inside':>20}")
+    print(f"{'method':<10}{'flux ratio join/inside':>26}{'change ratio':>22}{'fit at joins':>16}{'fit inside':>14}"
+          f"{'fit join−inside':>20}")
     for method in ("windowed", "naive"):
         s = summary
         print(f"{method:<10}{s[f'{method}_flux_ratio']['mean']:>18.3f} ± {s[f'{method}_flux_ratio']['std']:.3f}"
+              f"{s[f'{method}_change_ratio']['mean']:>14.3f} ± {s[f'{method}_change_ratio']['std']:.3f}"
               f"{s[f'{method}_fit_join']['mean']:>16.3f}{s[f'{method}_fit_inside']['mean']:>14.3f}"
               f"{s[f'{method}_fit_join_minus_inside']['mean']:>12.3f} ± {s[f'{method}_fit_join_minus_inside']['std']:.3f}")
     return {"what": "seams", "seconds": seconds, "takes": len(rows), "summary": summary, "per_take": rows}
