@@ -144,3 +144,13 @@ def test_sample_cli_refuses_bad_candidate_requests(tmp_path, extra, message):
     base += [] if "--prompts-file" in extra else ["--prompt", "organ"]
     result = CliRunner().invoke(app, base + extra)
     assert result.exit_code != 0 and message in result.output
+
+
+def test_a_take_without_voiced_frames_is_refused_before_generating():
+    from discodiff.errors import AudioError
+
+    pipe = FixedPipeline([tone(1.0)[0]])
+    noise = torch.randn(RATE, generator=torch.Generator().manual_seed(1)) * 1e-3
+    with pytest.raises(AudioError, match="no voiced frames"):
+        generate_candidates(pipe, "organ", vocal=noise, num_candidates=2)
+    assert pipe.calls == []

@@ -110,6 +110,7 @@ def seam_measures(vocal: np.ndarray, accompaniment: np.ndarray, rate: int, joins
     import librosa
 
     from ..evaluation.candidates import fit_score
+    from ..errors import AudioError
     from ..evaluation.vocal_fit import ANALYSIS_RATE, HOP, vocal_fit
 
     y = librosa.resample(accompaniment, orig_sr=rate, target_sr=ANALYSIS_RATE)
@@ -129,18 +130,38 @@ def seam_measures(vocal: np.ndarray, accompaniment: np.ndarray, rate: int, joins
         after = log_mel[:, frame: frame + SEGMENT_FRAMES].mean(axis=1)
         return float(np.abs(after - before).mean())
 
-    def fit_at(centre: float) -> float:
-        half = round(FIT_SECONDS / 2 * rate)
-        start = max(0, round(centre * rate) - half)
-        stop = min(len(vocal), start + 2 * half)
-        return fit_score(vocal_fit(vocal[start:stop], accompaniment[start:stop], rate))
+    def fits_at(centres: list[float]) -> float:  # excerpts where the vocal rests (no voiced frame) are left out
+        scores = []
+        for centre in centres:
+            half = round(FIT_SECONDS / 2 * rate)
+            start = max(0, round(centre * rate) - half)
+            stop = min(len(vocal), start + 2 * half)
+            try:
+                scores.append(fit_score(vocal_fit(vocal[start:stop], accompaniment[start:stop], rate)))
+            except AudioError:
+                continue
+        return float(np.mean(scores)) if scores else None
 
     measures = {"flux_join": np.mean([frame_flux(f) for f in joins]), "flux_inside": np.mean([frame_flux(f) for f in inside]),
                 "change_join": np.mean([change(f) for f in joins]), "change_inside": np.mean([change(f) for f in inside]),
-                "fit_join": np.mean([fit_at(t) for t in joins_s]), "fit_inside": np.mean([fit_at(t) for t in middles_s])}
+                "fit_join": fits_at(joins_s), "fit_inside": fits_at(middles_s)}
     measures["flux_ratio"] = measures["flux_join"] / max(measures["flux_inside"], 1e-9)
     measures["change_ratio"] = measures["change_join"] / max(measures["change_inside"], 1e-9)
-    return {key: float(value) for key, value in measures.items()}
+    return {key: None if value is None else float(value) for key, value in measures.items()}
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, standard deviation (ddof 1) and count of the finite ``values``."""
+    finite = np.array([v for v in values if v is not None and np.isfinite(v)])
+    return {"mean": float(finite.mean()) if finite.size else None,
+            "std": float(finite.std(ddof=1)) if finite.size > 1 else None, "n": int(finite.size)}
+
+
+def shown(stat: dict) -> str:
+    """``mean ± std`` of a :func:`spread` (``—`` for what was not measured)."""
+    if stat["mean"] is None:
+        return "—"
+    return f"{stat['mean']:.3f}" + ("" if stat["std"] is None else f" ± {stat['std']:.3f}")
 
 
 def seams(args) -> dict:
@@ -169,19 +190,17 @@ def seams(args) -> dict:
     summary = {}
     for method in ("windowed", "naive"):
         for key in ("flux_ratio", "change_ratio", "fit_join", "fit_inside"):
-            values = np.array([row[f"{method}_{key}"] for row in rows])
-            summary[f"{method}_{key}"] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
-        gaps = np.array([row[f"{method}_fit_join"] - row[f"{method}_fit_inside"] for row in rows])
-        summary[f"{method}_fit_join_minus_inside"] = {"mean": float(gaps.mean()), "std": float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0}
+            summary[f"{method}_{key}"] = spread([row[f"{method}_{key}"] for row in rows])
+        summary[f"{method}_fit_join_minus_inside"] = spread([
+            None if row[f"{method}_fit_join"] is None or row[f"{method}_fit_inside"] is None
+            else row[f"{method}_fit_join"] - row[f"{method}_fit_inside"] for row in rows])
     print(f"seams: {len(rows)} validation takes of {seconds:g} s, window {window / pipeline.codec.frame_rate:.2f} s")
     print(f"{'method':<10}{'flux ratio join/inside':>26}{'change ratio':>22}{'fit at joins':>16}{'fit inside':>14}"
           f"{'fit join−inside':>20}")
     for method in ("windowed", "naive"):
-        s = summary
-        print(f"{method:<10}{s[f'{method}_flux_ratio']['mean']:>18.3f} ± {s[f'{method}_flux_ratio']['std']:.3f}"
-              f"{s[f'{method}_change_ratio']['mean']:>14.3f} ± {s[f'{method}_change_ratio']['std']:.3f}"
-              f"{s[f'{method}_fit_join']['mean']:>16.3f}{s[f'{method}_fit_inside']['mean']:>14.3f}"
-              f"{s[f'{method}_fit_join_minus_inside']['mean']:>12.3f} ± {s[f'{method}_fit_join_minus_inside']['std']:.3f}")
+        cells = [shown(summary[f"{method}_{key}"]) for key in ("flux_ratio", "change_ratio", "fit_join", "fit_inside",
+                                                                  "fit_join_minus_inside")]
+        print(f"{method:<10}{cells[0]:>26}{cells[1]:>22}{cells[2]:>16}{cells[3]:>14}{cells[4]:>20}")
     return {"what": "seams", "seconds": seconds, "takes": len(rows), "summary": summary, "per_take": rows}
 
 
@@ -224,6 +243,7 @@ def memory(args) -> dict:
 def ranking(args) -> dict:
     from tqdm.auto import tqdm
 
+    from ..errors import AudioError
     from ..evaluation.candidates import fit_score, generate_candidates
     from ..evaluation.vocal_fit import paired_comparison, vocal_fit
 
@@ -236,13 +256,18 @@ def ranking(args) -> dict:
                                      num_candidates=args.candidates, seed=args.seed, progress=False, **options(args))
         pick = int(rng.integers(len(ranked.candidates)))
         half = vocal.shape[-1] // 2
-        first = [fit_score(vocal_fit(vocal[0, :half], c.audio[0, :half], ranked.sample_rate)) for c in ranked.candidates]
-        second = [fit_score(vocal_fit(vocal[0, half:], c.audio[0, half:], ranked.sample_rate)) for c in ranked.candidates]
+        try:
+            first = [fit_score(vocal_fit(vocal[0, :half], c.audio[0, :half], ranked.sample_rate)) for c in ranked.candidates]
+            second = [fit_score(vocal_fit(vocal[0, half:], c.audio[0, half:], ranked.sample_rate)) for c in ranked.candidates]
+        except AudioError:  # the vocal rests for a whole half: no held-out score
+            first = second = None
         rows.append({"track": track_id, "scores": [c.score for c in ranked.candidates], "top": ranked.best.score,
-                     "random": ranked.candidates[pick].score, "held_out_top": second[int(np.argmax(first))],
-                     "held_out_random": second[pick]})
+                     "random": ranked.candidates[pick].score,
+                     "held_out_top": None if first is None else second[int(np.argmax(first))],
+                     "held_out_random": None if first is None else second[pick]})
     in_sample = paired_comparison([r["top"] for r in rows], [r["random"] for r in rows]).to_dict()
-    held_out = paired_comparison([r["held_out_top"] for r in rows], [r["held_out_random"] for r in rows]).to_dict()
+    halves = [r for r in rows if r["held_out_top"] is not None]
+    held_out = paired_comparison([r["held_out_top"] for r in halves], [r["held_out_random"] for r in halves]).to_dict()
     print(f"ranking: {len(rows)} validation vocals, {args.candidates} candidates of {seconds:g} s each")
     for name, c in (("in-sample (top vs random)", in_sample), ("held-out half (top by 1st half, scored on 2nd)", held_out)):
         print(f"{name:<48} top {c['matched_mean']:.3f}  random {c['mismatched_mean']:.3f}  difference "

@@ -25,7 +25,8 @@ import torch
 
 from ..audio import load_audio
 from ..errors import GenerationError, is_integer
-from .vocal_fit import CHANCE_CONSONANCE, VocalFit, accompaniment_features, fit_from_features, vocal_features
+from .vocal_fit import (CHANCE_CONSONANCE, VocalFit, accompaniment_features, fit_from_features, vocal_features,
+                        voiced_frames)
 
 MAX_CANDIDATES = 16
 
@@ -86,13 +87,15 @@ def generate_candidates(pipeline, prompt: str, vocal: str | Path | torch.Tensor 
         vocal = load_audio(vocal, sample_rate=rate, mono=True)
     if vocal is not None:
         vocal = torch.as_tensor(vocal, dtype=torch.float32).reshape(1, -1)
+    analysed = None if vocal is None else vocal_features(vocal[0].numpy(), rate)
+    if analysed is not None:
+        voiced_frames(analysed.pitch_class, "the vocal")  # a take that cannot be scored fails before the work
     generators = [torch.Generator().manual_seed(seed + i) for i in range(count)]
     output = pipeline([prompt] * count, vocal=vocal, duration=duration, generator=generators, progress=progress, **options)
     audios = torch.as_tensor(output.audios).detach().to("cpu", torch.float32)
 
     fits: list[VocalFit | None] = [None] * count
-    if vocal is not None:
-        analysed = vocal_features(vocal[0].numpy(), rate)
+    if analysed is not None:
         fits = [fit_from_features(analysed, accompaniment_features(audio[0].numpy(), rate, f"candidate {i}"))
                 for i, audio in enumerate(audios)]
     claps: list[float | None] = [None] * count

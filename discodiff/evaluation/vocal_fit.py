@@ -156,14 +156,21 @@ def _onset_envelope(x: np.ndarray) -> np.ndarray:
     return _librosa().onset.onset_strength(y=x, sr=ANALYSIS_RATE, hop_length=HOP).astype(np.float64)
 
 
-def _chroma_share(classes: np.ndarray, chroma: np.ndarray, vocal_name: str, intervals=(0,)) -> float:
-    """The mean over voiced frames of the chroma in the pitch classes ``intervals`` semitones above the vocal's."""
-    count = min(classes.shape[0], chroma.shape[1])
-    classes, chroma = classes[:count], chroma[:, :count]
+def voiced_frames(classes: np.ndarray, vocal_name: str) -> np.ndarray:
+    """The indices of the voiced frames of pitch classes ``classes [F]`` (−1 unvoiced); an AudioError naming
+    ``vocal_name`` when there is none."""
     voiced = np.flatnonzero(classes >= 0)
     if voiced.size == 0:
         raise AudioError(f"{vocal_name} has no voiced frames (pYIN, {FMIN_HZ:g}-{FMAX_HZ:g} Hz); pass a sung or "
                          "melodic vocal")
+    return voiced
+
+
+def _chroma_share(classes: np.ndarray, chroma: np.ndarray, vocal_name: str, intervals=(0,)) -> float:
+    """The mean over voiced frames of the chroma in the pitch classes ``intervals`` semitones above the vocal's."""
+    count = min(classes.shape[0], chroma.shape[1])
+    classes, chroma = classes[:count], chroma[:, :count]
+    voiced = voiced_frames(classes, vocal_name)
     return float(sum(chroma[(classes[voiced] + interval) % 12, voiced] for interval in intervals).mean())
 
 
