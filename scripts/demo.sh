@@ -16,7 +16,7 @@ TRACK=bach-bwv38.6
 mkdir -p "$OUT"
 SECONDS=0
 
-"$BIN/discodiff" render-corpus --pieces "$PIECE" --seconds 12 --out "$OUT/rendered" --overwrite --quiet
+"$BIN/discodiff" render-corpus --pieces "$PIECE" --seconds 10 --out "$OUT/rendered" --overwrite --quiet
 PROMPT=$("$BIN/python" -c "from discodiff.data import read_captions; print(read_captions('$OUT/rendered/captions.jsonl')['$TRACK'][0])")
 
 MODEL_OPTION=()

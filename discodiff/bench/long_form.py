@@ -57,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="validation tracks to use (default 6 seams, 10 ranking)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds of each vocal (default 60 seams, 10 ranking)")
     parser.add_argument("--candidates", type=int, default=4, help="candidates per vocal (ranking)")
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="seconds of overlap of the windowed method (seams) [default: the pipeline's]")
+    parser.add_argument("--methods", nargs="+", choices=("windowed", "naive"), default=["windowed", "naive"],
+                        help="which methods the seams run measures")
     parser.add_argument("--durations", type=float, nargs="+", default=[60.0, 240.0], help="seconds (memory)")
     parser.add_argument("--steps", type=int, default=None, help="inference steps [default: the model's]")
     parser.add_argument("--seed", type=int, default=0)
@@ -177,7 +181,9 @@ def seams(args) -> dict:
     rows = []
     for track_id, vocal in tqdm(takes, desc="seams", unit="take", disable=args.quiet):
         row = {"track": track_id}
-        for method, overlap in (("windowed", None), ("naive", 0.0)):
+        for method, overlap in (("windowed", args.overlap), ("naive", 0.0)):
+            if method not in args.methods:
+                continue
             windows = plan_windows(frames, window, overlap_frames(overlap, window, pipeline.codec.frame_rate))
             out = pipeline(["a Baroque chorale accompaniment for organ and strings"], vocal=vocal,
                            generator=[torch.Generator().manual_seed(args.seed)], progress=False, overlap=overlap,
@@ -188,7 +194,7 @@ def seams(args) -> dict:
             row.update({f"{method}_{key}": value for key, value in measures.items()})
         rows.append(row)
     summary = {}
-    for method in ("windowed", "naive"):
+    for method in args.methods:
         for key in ("flux_ratio", "change_ratio", "fit_join", "fit_inside"):
             summary[f"{method}_{key}"] = spread([row[f"{method}_{key}"] for row in rows])
         summary[f"{method}_fit_join_minus_inside"] = spread([
@@ -197,7 +203,7 @@ def seams(args) -> dict:
     print(f"seams: {len(rows)} validation takes of {seconds:g} s, window {window / pipeline.codec.frame_rate:.2f} s")
     print(f"{'method':<10}{'flux ratio join/inside':>26}{'change ratio':>22}{'fit at joins':>16}{'fit inside':>14}"
           f"{'fit join−inside':>20}")
-    for method in ("windowed", "naive"):
+    for method in args.methods:
         cells = [shown(summary[f"{method}_{key}"]) for key in ("flux_ratio", "change_ratio", "fit_join", "fit_inside",
                                                                   "fit_join_minus_inside")]
         print(f"{method:<10}{cells[0]:>26}{cells[1]:>22}{cells[2]:>16}{cells[3]:>14}{cells[4]:>20}")
