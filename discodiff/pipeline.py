@@ -137,29 +137,34 @@ class DiscoDiffPipeline:
 
     # --- conditions --------------------------------------------------------------------------
 
-    def conditions(self, prompts: Sequence[str], vocal: torch.Tensor | None,
-                   text: TextCondition | None = None) -> tuple[Conditions, Conditions | None]:
+    def conditions(self, prompts: Sequence[str], vocal: torch.Tensor | None) -> tuple[Conditions, Conditions | None]:
         """(primary, secondary) conditions for a batch, in the U-Nets' context order (text, vocal); the secondary's
         is None for a flat model.
 
-        The text is encoded once (or given: ``text``, the text encoder's output for ``prompts``); the vocal
-        ``[B, 1, T]`` is encoded to normalised DAC latents once and then to tokens by each stage's vocal encoder.
+        The text is encoded once; the vocal ``[B, 1, T]`` is encoded to normalised DAC latents once
+        (:meth:`vocal_features`) and then to tokens by each stage's vocal encoder (:meth:`stage_conditions`).
         """
         if vocal is not None and not self.has_vocal_encoder:
             raise GenerationError("this model has no vocal encoder (vocal_encoder.enabled was false); sample without a vocal")
-        if text is None:
-            text = self.text_encoder(list(prompts), device=self.device)
+        text = self.text_encoder(list(prompts), device=self.device)
+        features = self.vocal_features(vocal)
+        primary = self.stage_conditions(self.primary_vocal_encoder, text, features)
+        return primary, None if self.is_flat else self.stage_conditions(self.secondary_vocal_encoder, text, features)
+
+    def vocal_features(self, vocal: torch.Tensor | None) -> torch.Tensor | None:
+        """Vocal ``[B, 1, T]`` → its normalised DAC latents ``[B, K·d, L]`` (None without a vocal or a vocal encoder)."""
+        if vocal is None or not self.has_vocal_encoder:
+            return None
+        return DacLatentFeatures(self.codec, self.latent_stats)(vocal, progress=False).to(self.device)
+
+    def stage_conditions(self, encoder, text: TextCondition, features: torch.Tensor | None) -> Conditions:
+        """One stage's conditions from the text encoder's output and the vocal's :meth:`vocal_features` (None: the
+        learned null), tokenised by that stage's vocal ``encoder`` (text alone for a model without one)."""
         if not self.has_vocal_encoder:
-            text_only = Conditions([text.sequence], [text.mask], text.pooled)
-            return text_only, None if self.is_flat else text_only
-        features = None if vocal is None else DacLatentFeatures(self.codec, self.latent_stats)(vocal, progress=False).to(self.device)
-
-        def with_vocal(encoder) -> Conditions:
-            tokens = None if features is None else encoder(features)
-            return Conditions([text.sequence, None if tokens is None else tokens.sequence],
-                              [text.mask, None if tokens is None else tokens.mask], text.pooled)
-
-        return with_vocal(self.primary_vocal_encoder), None if self.is_flat else with_vocal(self.secondary_vocal_encoder)
+            return Conditions([text.sequence], [text.mask], text.pooled)
+        tokens = None if features is None else encoder(features)
+        return Conditions([text.sequence, None if tokens is None else tokens.sequence],
+                          [text.mask, None if tokens is None else tokens.mask], text.pooled)
 
     def denoiser(self, unet: UNet1DConditionModel, conditions: Conditions, scales: Sequence[float],
                  clean_prefix: torch.Tensor | None = None) -> Denoiser:
@@ -237,15 +242,18 @@ class DiscoDiffPipeline:
         windows = plan_windows(frames, self.window_frames, overlap)
         text = self.text_encoder(list(prompts), device=self.device)
         scales = [text_guidance, vocal_guidance] if vocal_audio is not None else [text_guidance]
+        hop = self.codec.hop_length
+        features = [None if vocal_audio is None else self.vocal_features(vocal_audio[..., w.start * hop: w.stop * hop])
+                    for w in windows]  # each window's span of the vocal, encoded once for both stages
         run = dict(sampler=sampler, steps=steps, generator=generator, progress=progress)
         if primary_latents is None:
-            primary = self._sample_windows("primary", windows, (len(prompts), p, frames), text, vocal_audio, scales, **run)
+            primary = self._sample_windows("primary", windows, (len(prompts), p, frames), text, features, scales, **run)
         else:
             primary = self.latent_stats.normalize(primary_latents.to(self.device))
         normalized = primary
         if not self.is_flat:
             secondary = self._sample_windows("secondary", windows, (len(prompts), self.codec.latent_channels - p, frames),
-                                             text, vocal_audio, scales, clean_prefix=primary, **run)
+                                             text, features, scales, clean_prefix=primary, **run)
             normalized = merge_latents(primary, secondary)
 
         if not self.latent_stats.fitted:
@@ -265,19 +273,21 @@ class DiscoDiffPipeline:
         return self.codec.frames_for(round(self.default_duration * self.sample_rate))
 
     def _sample_windows(self, stage: str, windows: Sequence[Window], shape: tuple[int, int, int], text: TextCondition,
-                        vocal: torch.Tensor | None, scales: Sequence[float], sampler: SchedulerMixin, steps: int,
-                        generator: Generators, progress: bool, clean_prefix: torch.Tensor | None = None) -> torch.Tensor:
+                        features: Sequence[torch.Tensor | None], scales: Sequence[float], sampler: SchedulerMixin,
+                        steps: int, generator: Generators, progress: bool,
+                        clean_prefix: torch.Tensor | None = None) -> torch.Tensor:
         """One stage's normalised latents ``shape = [B, C, L]`` for the whole output, window by window: each window's
         known frames (its overlap with the earlier ones) are inpainted (:func:`inpainting_denoiser`), its conditions
-        are those of its own span of the vocal ``[B, 1, T]`` and, for the secondary, of ``clean_prefix [B, P·d, L]``."""
-        unet = self.primary if stage == "primary" else self.secondary
-        hop = self.codec.hop_length
+        are its own span's vocal features (``features``, one per window, shared by both stages) and, for the
+        secondary, its span of ``clean_prefix [B, P·d, L]``."""
+        unet, encoder = ((self.primary, self.primary_vocal_encoder) if stage == "primary"
+                         else (self.secondary, self.secondary_vocal_encoder))
         latents = torch.zeros(shape, device=self.device)
         many = len(windows) > 1
-        for window in tqdm(windows, desc=f"{stage} windows", unit="window", disable=not (progress and many)):
+        for window, window_features in zip(tqdm(windows, desc=f"{stage} windows", unit="window",
+                                                disable=not (progress and many)), features):
             span = slice(window.start, window.stop)
-            vocal_span = None if vocal is None else vocal[..., window.start * hop: window.stop * hop]
-            conditions = self.conditions([], vocal_span, text)[0 if stage == "primary" else 1]
+            conditions = self.stage_conditions(encoder, text, window_features)
             denoise = self.denoiser(unet, conditions, scales, None if clean_prefix is None else clean_prefix[..., span])
             known = latents[..., window.start: window.start + window.known]
             generated = sample(inpainting_denoiser(denoise, known), (shape[0], shape[1], window.length), sampler, steps,
