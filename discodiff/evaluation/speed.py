@@ -1,8 +1,10 @@
 """Speed and memory of one generation, by part, for a pipeline of any family (issue 12, item 5).
 
 - :class:`PeakMemory` — the peak memory a block of work adds: on a CUDA device ``torch.cuda.max_memory_allocated``
-  above what was allocated before; on the CPU the peak resident set size (``VmRSS``, sampled every
-  ``interval`` seconds by a thread, so a shorter spike can be missed) above the RSS before.
+  above what was allocated before; on the CPU the peak resident set size above the RSS before. On Linux that peak is
+  the kernel's own high-water mark (``VmHWM``, reset at entry through ``/proc/self/clear_refs``), so no spike is
+  missed; where the mark cannot be reset, ``VmRSS`` is sampled every ``interval`` seconds by a thread and a shorter
+  spike can be missed. Memory the allocator reuses from pages the process already holds adds nothing to the RSS.
 - :func:`part_timers` — wall time spent inside each named module (forward hooks; the device synchronised at each
   boundary on CUDA), so a generation's time splits into its conditioning, each model and the codec's encoder,
   quantiser and decoder, the rest being the sampler and Python between them.
@@ -24,11 +26,21 @@ from torch import nn
 RSS_INTERVAL = 0.005
 
 
-def rss_mib() -> float:
-    """This process's resident set size in MiB (Linux ``/proc/self/status``)."""
+def rss_mib(field: str = "VmRSS") -> float:
+    """This process's resident set size in MiB (Linux ``/proc/self/status``); ``field="VmHWM"``: its peak."""
     with open("/proc/self/status") as status:
-        kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        kib = next(int(line.split()[1]) for line in status if line.startswith(f"{field}:"))
     return kib / 1024
+
+
+def reset_rss_peak() -> bool:
+    """Reset this process's ``VmHWM`` to its current RSS (Linux ≥ 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
 
 
 class PeakMemory:
@@ -38,6 +50,7 @@ class PeakMemory:
         self.device, self.interval = torch.device(device), interval
         self.added_mib = 0.0
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
@@ -46,8 +59,9 @@ class PeakMemory:
             self._before = torch.cuda.memory_allocated(self.device) / 2**20
         else:
             self._before = self._peak = rss_mib()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
+            if not reset_rss_peak():
+                self._thread = threading.Thread(target=self._sample, daemon=True)
+                self._thread.start()
         return self
 
     def _sample(self) -> None:
@@ -58,6 +72,8 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.added_mib = torch.cuda.max_memory_allocated(self.device) / 2**20 - self._before
+        elif self._thread is None:
+            self.added_mib = rss_mib("VmHWM") - self._before
         else:
             self._stop.set()
             self._thread.join()
