@@ -276,20 +276,78 @@ def test_held_out_composers_and_unrendered_tracks_are_refused(data_dir, tmp_path
 
 def test_task_config_refuses_gan_short_clips_and_a_missing_dac(data_dir, monkeypatch):
     from discodiff.errors import ConfigError, MissingExtraError
-    from discodiff.training import TrainConfig
+    from discodiff.training import TrainConfig, Trainer
     from discodiff.training.codec_task import CodecTask, CodecTaskConfig
 
     config = TrainConfig.from_yaml(TRAIN_CONFIG, [f"data.data_dir={data_dir}"])
     assert isinstance(config.task, CodecTaskConfig) and config.task.weights.mel == 15.0
     assert config.optimizer.betas == [0.8, 0.99] and config.optimizer.learning_rate == 1e-4
-    with pytest.raises(ConfigError, match=r"task.gan=true is not supported: .*one optimiser"):
-        TrainConfig.from_yaml(TRAIN_CONFIG, ["task.gan=true"])
+    assert not config.task.gan.enabled and CodecTask(config, config.task, 0).adversary is None
+    with pytest.raises(ConfigError, match=r"task.gan.enabled=true with no discriminator .*task.gan.fft_sizes=\[1024\]"):
+        TrainConfig.from_yaml(TRAIN_CONFIG, ["task.gan.enabled=true", "task.gan.fft_sizes=[]"])
+    accumulating = TrainConfig.from_yaml(TRAIN_CONFIG, [f"data.data_dir={data_dir}", "task.gan.enabled=true",
+                                                        "optimizer.gradient_accumulation_steps=2", "logging.log_with=none"])
+    with pytest.raises(ConfigError, match=r"gradient_accumulation_steps=2: the CodecTask trains an adversary.*=1"):
+        Trainer(accumulating)
     with pytest.raises(ConfigError, match=r"task.clip_seconds=0.01: shorter than one codec frame \(512 samples"):
         CodecTask.check(TrainConfig.from_yaml(TRAIN_CONFIG, [f"data.data_dir={data_dir}", "task.clip_seconds=0.01"]))
     monkeypatch.setitem(sys.modules, "dac", None)
     monkeypatch.setitem(sys.modules, "dac.nn", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'discodiff\[dac\]' \(on CPU-only torch: bash scripts/install.sh --descript\)"):
         CodecTask.check(config)
+
+
+def test_gan_losses_per_sample_average_to_dac_gan_loss():
+    """codec_gan's per-sample discriminator, adversarial and feature losses average to dac.nn.loss.GANLoss's."""
+    from audiotools import AudioSignal
+    from dac.nn.loss import GANLoss
+
+    from discodiff.training.codec_gan import GanSection, build_discriminator, discriminator_loss, generator_losses
+
+    torch.manual_seed(0)
+    critic = build_discriminator(GanSection(periods=[3], fft_sizes=[256]), SAMPLE_RATE)
+    generator = torch.Generator().manual_seed(1)
+    real = 0.3 * torch.randn(3, 1, 2048, generator=generator)
+    fake = real + 0.2 * torch.randn(3, 1, 2048, generator=generator)
+    stock = GANLoss(critic)
+    signals = AudioSignal(fake.clone(), SAMPLE_RATE), AudioSignal(real.clone(), SAMPLE_RATE)
+    fake_maps, real_maps = critic(fake), critic(real)
+    ours = discriminator_loss(fake_maps, real_maps)
+    assert ours.shape == (3,) and len({round(v, 5) for v in ours.tolist()}) == 3
+    torch.testing.assert_close(ours.mean(), stock.discriminator_loss(*signals), rtol=1e-5, atol=0)
+    adversarial, feature = generator_losses(fake_maps, real_maps)
+    stock_adversarial, stock_feature = stock.generator_loss(*signals)
+    torch.testing.assert_close(adversarial.mean(), stock_adversarial, rtol=1e-5, atol=0)
+    torch.testing.assert_close(feature.mean(), stock_feature, rtol=1e-5, atol=0)
+    assert feature.min() > 0 and generator_losses(real_maps, real_maps)[1].abs().max() == 0
+
+
+def test_adversary_steps_once_and_lends_itself_frozen():
+    """Adversary.update clears gradients the module's loss left, steps the adversary's optimiser and schedule once;
+    frozen() lends the unwrapped adversary without gradients of its own and restores requires_grad after."""
+    from accelerate import Accelerator
+
+    from discodiff.training.adversary import Adversary
+
+    accelerator = Accelerator(cpu=True)
+    critic, module = torch.nn.Linear(4, 1), torch.nn.Linear(4, 4)
+    optimizer = torch.optim.SGD(critic.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    model, optimizer, schedule = accelerator.prepare(critic, optimizer, schedule)
+    adversary = Adversary(accelerator, model, optimizer, schedule, max_grad_norm=10.0)
+    x = torch.randn(5, 4)
+    with adversary.frozen() as frozen:
+        assert frozen is critic and not any(p.requires_grad for p in critic.parameters())
+        frozen(module(x)).sum().backward()
+    assert all(p.requires_grad and p.grad is None for p in critic.parameters())
+    assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
+    weight, bias = (p.detach().clone().requires_grad_() for p in (critic.weight, critic.bias))
+    gradient = torch.autograd.grad(torch.nn.functional.linear(x, weight, bias).square().mean(), weight)[0]
+    critic.weight.grad = torch.full_like(critic.weight, 1e6)  # a stale gradient must not reach the step
+    loss = adversary.update(lambda c: c(x).square().mean())
+    torch.testing.assert_close(critic.weight.detach(), weight.detach() - 0.1 * gradient)
+    assert critic.weight.grad is None and not loss.requires_grad
+    assert schedule.get_last_lr() == [0.05] and set(adversary.metrics) == {"train/adversary_loss", "train/adversary_grad_norm"}
 
 
 def test_resume_refuses_changed_tracks(tmp_path):
@@ -350,6 +408,7 @@ def test_codec_trains_resumes_exports_loads_and_reconstructs(data_dir, tmp_path)
     assert validation_records(split) == validation_records(whole) and sorted(validation_records(whole)) == [2, 4]
     final = [load_file(run / "checkpoints" / "checkpoint-4" / "model.safetensors") for run in (whole, split)]
     assert final[0].keys() == final[1].keys() and all(torch.equal(final[0][k], final[1][k]) for k in final[0])
+    assert not (whole / "checkpoints" / "checkpoint-4" / "model_1.safetensors").exists(), "no discriminator without gan"
     record = validation_records(whole)[4]
     for key in ("val/mel", "val/sisdr_db", "val/commitment", "val/codebook", "val/encoder_variance",
                 "val/encoder_time_variance", "val/decoder_input_share", "val/codebook/perplexity_0", "val/codebook/used_3",
@@ -381,6 +440,35 @@ def test_codec_trains_resumes_exports_loads_and_reconstructs(data_dir, tmp_path)
     assert result.exit_code == 0, result.output
     recon, rate = sf.read(str(tmp_path / "recon.wav"))
     assert rate == SAMPLE_RATE and recon.shape == (sf.info(str(take)).frames,) and np.isfinite(recon).all()
+
+
+def test_codec_gan_trains_and_resumes_bit_exactly(data_dir, tmp_path):
+    """task.gan.enabled: the discriminator (checkpointed as model_1 with optimizer_1 and scheduler_1) is trained
+    beside the codec, its loss and gradient norm are logged every step, and a run that crashes after its step-2
+    checkpoint and is resumed equals an uninterrupted one, discriminator and optimiser moments included."""
+    from safetensors.torch import load_file
+
+    gan = ["task.gan.enabled=true", "validation.every=4", "samples.every=0"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    result = train(whole, data_dir, *gan)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = train(split, data_dir, *gan, env={CRASH_AFTER: str(split / "checkpoints" / "checkpoint-2")})
+    assert result.returncode == CRASH_STATUS, result.stderr[-3000:]
+    result = train(split, data_dir, *gan, "--resume", "latest")
+    assert result.returncode == 0 and "resumed from" in result.stdout + result.stderr, result.stderr[-3000:]
+    assert train_losses(split) == train_losses(whole) and sorted(train_losses(whole)) == [1, 2, 3, 4]
+    records = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "train/loss" in r]
+    assert all(np.isfinite(r["train/adversary_loss"]) and r["train/adversary_grad_norm"] > 0 for r in steps)
+    checkpoint = [run / "checkpoints" / "checkpoint-4" for run in (whole, split)]
+    for name in ("model.safetensors", "model_1.safetensors"):
+        first, second = (load_file(c / name) for c in checkpoint)
+        assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first), name
+    moments = [torch.load(c / "optimizer_1.bin", weights_only=False)["state"] for c in checkpoint]
+    assert all(torch.equal(moments[0][k]["exp_avg"], moments[1][k]["exp_avg"]) for k in moments[0])
+    start = load_file(whole / "checkpoints" / "checkpoint-2" / "model_1.safetensors")
+    end = load_file(checkpoint[0] / "model_1.safetensors")
+    assert any(not torch.equal(start[k], end[k]) for k in start), "the discriminator trains"
 
 
 def test_new_model_builds_a_codec_directory(tmp_path):

@@ -4,16 +4,21 @@ Its ``task:`` section (:class:`CodecTaskConfig`)::
 
     task:
       clip_seconds: 0.5          # per item, rounded down to a multiple of the codec's hop
-      weights: {mel: 15.0, waveform_l1: 1.0, commitment: 0.25, codebook: 1.0}
+      weights: {mel: 15.0, waveform_l1: 1.0, commitment: 0.25, codebook: 1.0, adversarial: 1.0, feature: 2.0}
       mel: {n_mels: [5, 10, 20, 40, 80, 160, 320], window_lengths: [32, 64, 128, 256, 512, 1024, 2048],
             pow: 1.0, clamp_eps: 1.0e-5, mag_weight: 0.0, log_weight: 1.0}
       weight_norm: true          # train with DAC's weight norm (folded into plain weights on export)
-      gan: false                 # DAC's discriminators: not supported by the generic loop (see CodecTaskConfig)
+      gan: {enabled: false, periods: [2, 3, 5, 7, 11], rates: [], fft_sizes: [2048, 1024, 512],
+            learning_rate_scale: 1.0, max_grad_norm: 10.0}     # DAC's discriminators (training/codec_gan.py)
       dead_codes: {restart_every: 50, decay: 0.99, threshold: 0.01}   # 0: off
 
-**Loss** per sample (DAC's ``lambdas`` without the adversarial terms)::
+**Loss** per sample (DAC's ``lambdas``; the last two terms with ``gan.enabled`` only)::
 
-    15 · mel + 1 · |x̂ − x|₁ + 0.25 · commitment + 1 · codebook
+    15 · mel + 1 · |x̂ − x|₁ + 0.25 · commitment + 1 · codebook + 1 · adversarial + 2 · feature
+
+With ``gan.enabled`` the task has an adversary (:mod:`.adversary`): DAC's discriminators (:mod:`.codec_gan`), trained
+by their own AdamW and clipped at 10 as DAC does. Each batch first steps the discriminator on the detached
+reconstruction and the clip, then the codec on the loss above through the updated discriminator (DAC's order).
 
 ``mel`` is ``dac.nn.loss.MelSpectrogramLoss`` with DAC's settings (mel fmin 0, fmax Nyquist) and an L1 that reduces
 each sample separately (:class:`PerSampleL1`; its batch mean is the stock loss), the waveform L1 is
@@ -72,6 +77,8 @@ from discodiff.configuration import bounded
 from discodiff.errors import ConfigError, DataError, MissingExtraError, TrainingError
 from discodiff.outputs import atomic_file
 
+from .adversary import Adversary, AdversarySpec
+from .codec_gan import GanSection, build_discriminator, discriminator_loss, generator_losses
 from .config import DataSection, TrainConfig
 from .data import TrainingData, build_dataset, check_batch_keys, check_data, data_directories, import_object
 from .task import TaskConfig, TaskSamples, TrainingTask
@@ -79,10 +86,6 @@ from .task import TaskConfig, TaskSamples, TrainingTask
 DATA_FILE = "codec_data.json"
 DEFAULT_DATASET = "discodiff.training.codec_data:StemClips"
 DAC_INSTALL = "pip install 'discodiff[dac]' (on CPU-only torch: bash scripts/install.sh --descript)"
-GAN_UNSUPPORTED = (
-    "task.gan=true is not supported: DAC's discriminators need their own optimiser, stepped on every batch before the "
-    "codec's, and the generic training loop has one optimiser over the task's module (a discriminator stepped inside "
-    "the task's loss would be neither synchronised across DDP processes nor checkpointed); set task.gan=false")
 
 
 def require_dac():
@@ -101,12 +104,15 @@ def require_dac():
 
 @dataclass
 class LossWeights:
-    """DAC's loss weights (``lambdas`` of its recipe), plus the waveform L1 DAC computes but does not weight."""
+    """DAC's loss weights (``lambdas`` of its recipe), plus the waveform L1 DAC computes but does not weight;
+    ``adversarial`` and ``feature`` (DAC's ``adv/gen_loss``, ``adv/feat_loss``) apply with ``gan.enabled`` only."""
 
     mel: float = bounded(15.0, low=0.0)
     waveform_l1: float = bounded(1.0, low=0.0)
     commitment: float = bounded(0.25, low=0.0)
     codebook: float = bounded(1.0, low=0.0)
+    adversarial: float = bounded(1.0, low=0.0)
+    feature: float = bounded(2.0, low=0.0)
 
 
 @dataclass
@@ -139,12 +145,11 @@ class CodecTaskConfig(TaskConfig):
     weights: LossWeights = field(default_factory=LossWeights)
     mel: MelLossSection = field(default_factory=MelLossSection)
     weight_norm: bool = True
-    gan: bool = False
+    gan: GanSection = field(default_factory=GanSection)
     dead_codes: DeadCodeSection = field(default_factory=DeadCodeSection)
 
     def check(self, where: str) -> None:
-        if self.gan:
-            raise ConfigError(f"{where}: {GAN_UNSUPPORTED}")
+        self.gan.check(where)
         if not self.mel.n_mels or len(self.mel.n_mels) != len(self.mel.window_lengths):
             raise ConfigError(f"{where}: task.mel.n_mels ({self.mel.n_mels}) and task.mel.window_lengths "
                               f"({self.mel.window_lengths}) must list one value per scale, at least one scale")
@@ -347,6 +352,8 @@ class CodecTask(TrainingTask):
             self.pipeline.model.apply_weight_norm()
         self.autoencoder = CodecAutoencoder(self.pipeline.model, task_config.dead_codes)
         self.losses = CodecLosses(task_config, model_config.sampling_rate)
+        self.discriminator = build_discriminator(task_config.gan, model_config.sampling_rate) \
+            if task_config.gan.enabled else None
         self.tracks: dict[str, list[str]] | None = None
 
     @classmethod
@@ -368,6 +375,15 @@ class CodecTask(TrainingTask):
     @property
     def module(self) -> CodecAutoencoder:
         return self.autoencoder
+
+    @property
+    def adversary(self) -> AdversarySpec | None:
+        """DAC's discriminator with ``gan.enabled`` (its learning rate ``gan.learning_rate_scale`` × the codec's)."""
+        if self.discriminator is None:
+            return None
+        gan = self.settings.gan
+        return AdversarySpec(self.discriminator, gan.learning_rate_scale * self.config.optimizer.learning_rate,
+                             gan.max_grad_norm)
 
     @property
     def name(self) -> str:
@@ -421,9 +437,23 @@ class CodecTask(TrainingTask):
             counts[:dropped] = torch.randint(1, n_codebooks + 1, (dropped,), generator=generator)
         return counts
 
-    def loss(self, model: nn.Module, prepared: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, None]:
+    def loss(self, model: nn.Module, prepared: torch.Tensor, generator: torch.Generator,
+             adversary: Adversary | None = None) -> tuple[torch.Tensor, None]:
+        """The weighted loss per sample; with an ``adversary`` (``gan.enabled``) it first steps the discriminator on
+        this batch, then adds the adversarial and feature-matching terms through it."""
         counts = self.quantizer_counts(prepared.shape[0], generator).to(prepared.device)
-        return self.losses.parts(model(prepared, counts, generator), prepared)["loss"], None
+        out = model(prepared, counts, generator)
+        loss = self.losses.parts(out, prepared)["loss"]
+        if adversary is None:
+            return loss, None
+        fake = out.audio
+        adversary.update(lambda critic: discriminator_loss(critic(fake.detach()), critic(prepared)).mean())
+        with adversary.frozen() as critic:
+            with torch.no_grad():
+                real = critic(prepared)
+            adversarial, feature = generator_losses(critic(fake), real)
+        weights = self.settings.weights
+        return loss + weights.adversarial * adversarial + weights.feature * feature, None
 
     # --- reports -----------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ Call order in one run (every process)::
     task.module.enable_gradient_checkpointing()   only with gradient_checkpointing=true
     task.to(device)                          frozen parts (the trainable module is placed by accelerator.prepare)
     task.check_resume(run_dir) / task.write_run_files(run_dir)
-    loop: task.loss(model, task.prepare(batch, device), generator)
+    loop: task.loss(model, task.prepare(batch, device), generator[, adversary=…])   (the keyword when task.adversary)
     task.validation_metrics(...), task.samples(...), task.reference(...)   with the EMA weights
     export: TaskClass(saved config, …); EMA weights copied into task.module; task.export(checkpoint, out_dir)
 """
@@ -41,6 +41,7 @@ from discodiff.errors import ConfigError
 from discodiff.pipeline_utils import PIPELINE_FILE, Family, config_family, directory_family
 
 if TYPE_CHECKING:
+    from .adversary import AdversarySpec
     from .config import DataSection, ModelSection, TrainConfig
     from .data import TrainingData
 
@@ -126,6 +127,13 @@ class TrainingTask(ABC):
     def to(self, device: torch.device) -> None:
         """Move the frozen parts the task uses (encoders, codecs) to ``device``."""
 
+    @property
+    def adversary(self) -> AdversarySpec | None:
+        """A module the loop trains against :attr:`module` with an optimiser of its own (a GAN's discriminator), or
+        None (the default). With one, :meth:`loss` takes it as the keyword ``adversary`` (an
+        :class:`~.adversary.Adversary`) and steps it; see :mod:`.adversary`. Built once, in ``__init__``."""
+        return None
+
     # --- one step --------------------------------------------------------------------------------
 
     @abstractmethod
@@ -137,7 +145,8 @@ class TrainingTask(ABC):
     def loss(self, model: nn.Module, prepared: Any, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(loss [B], t [B] or None)``: per-sample losses of ``prepared`` through ``model`` (the prepared
         :attr:`module`), drawing every random number from ``generator`` (checkpointed per process). With ``t`` (a
-        diffusion time in [0, 1] per sample) the loop also logs the loss by t bucket."""
+        diffusion time in [0, 1] per sample) the loop also logs the loss by t bucket. A task with an
+        :attr:`adversary` also takes ``adversary=`` and updates it here (once per call)."""
 
     # --- reports (with the EMA weights; every process runs them) ---------------------------------
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from discodiff.errors import ConfigError, DataError
 
+from .adversary import Adversary, AdversarySpec
 from .checkpoint import CHECKPOINTS_DIR, checkpoint_path, remove_incomplete, save_checkpoint
 from .config import TrainConfig
 from .logging import MetricsLog, log_samples, loss_by_time_bucket, write_samples
@@ -60,7 +61,8 @@ def check_precision(mixed_precision: str, device: torch.device) -> None:
 
 class Trainer:
     """Trains the :class:`~.task.TrainingTask` of the model family ``config.model`` names: AdamW with warmup + cosine
-    decay, clipping, gradient accumulation, mixed precision, EMA, validation, audio samples and atomic checkpoints.
+    decay, clipping, gradient accumulation, mixed precision, EMA, validation, audio samples and atomic checkpoints;
+    and the task's adversary, if it has one (:mod:`.adversary`), with an optimiser of its own.
 
     The constructor seeds Python, NumPy and torch once with ``accelerate.utils.set_seed(config.seed)`` — the only
     global seeding, for dropout and data-loader workers — and then builds the task, so its model is built from that
@@ -98,6 +100,7 @@ class Trainer:
         optimizer = self._optimizer(module)
         self.model, self.optimizer, self.train_loader, self.validation_loader, self.lr_scheduler = self.accelerator.prepare(
             module.train(), optimizer, *self._dataloaders(), self._lr_schedule(optimizer))
+        self.adversary = self._adversary(self.task.adversary)
         if len(self.train_loader) == 0:
             raise DataError(f"the training set ({len(self.data.train)} items) is smaller than one batch "
                              f"({config.data.batch_size} per process × {self.accelerator.num_processes}); lower data.batch_size")
@@ -110,10 +113,23 @@ class Trainer:
 
     # --- setup ---------------------------------------------------------------------------------
 
-    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+    def _optimizer(self, model: nn.Module, learning_rate: float | None = None) -> torch.optim.Optimizer:
         settings = self.config.optimizer
-        return torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, betas=tuple(settings.betas),
-                                 weight_decay=settings.weight_decay, eps=settings.eps)
+        return torch.optim.AdamW(model.parameters(), lr=settings.learning_rate if learning_rate is None else learning_rate,
+                                 betas=tuple(settings.betas), weight_decay=settings.weight_decay, eps=settings.eps)
+
+    def _adversary(self, spec: AdversarySpec | None) -> Adversary | None:
+        """The task's adversary prepared after the module (so checkpoints hold it as model_1, optimizer_1,
+        scheduler_1), with its own AdamW and schedule; None when the task has none."""
+        if spec is None:
+            return None
+        if self.config.optimizer.gradient_accumulation_steps > 1:
+            raise ConfigError(f"optimizer.gradient_accumulation_steps={self.config.optimizer.gradient_accumulation_steps}: "
+                              f"the {type(self.task).__name__} trains an adversary, which steps on every batch; "
+                              "set optimizer.gradient_accumulation_steps=1 (raise data.batch_size instead)")
+        optimizer = self._optimizer(spec.module, spec.learning_rate)
+        model, optimizer, schedule = self.accelerator.prepare(spec.module.train(), optimizer, self._lr_schedule(optimizer))
+        return Adversary(self.accelerator, model, optimizer, schedule, spec.max_grad_norm)
 
     def _lr_schedule(self, optimizer: torch.optim.Optimizer):
         """Linear warmup, then cosine decay to 0 at ``max_steps``; counted in scheduler calls, which the prepared
@@ -185,6 +201,8 @@ class Trainer:
             window_losses, window_times = [], []
             metrics = {"train/loss": losses.mean().item(), "train/lr": self.lr_scheduler.get_last_lr()[0],
                        "train/grad_norm": grad_norm.item(), **buckets}
+            if self.adversary is not None:
+                metrics.update({name: value.item() for name, value in self.adversary.metrics.items()})
             self._log(metrics)
             progress.update(1)
             progress.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}")
@@ -200,8 +218,10 @@ class Trainer:
         Returns the per-sample losses, their times (None when the task has none) and (on optimiser steps) the
         gradient norm before clipping."""
         accelerator, grad_norm = self.accelerator, None
+        adversary = {} if self.adversary is None else {"adversary": self.adversary}
         with accelerator.accumulate(self.model):
-            losses, t = self.task.loss(self.model, self.task.prepare(batch, accelerator.device), self.state.generator)
+            losses, t = self.task.loss(self.model, self.task.prepare(batch, accelerator.device), self.state.generator,
+                                       **adversary)
             accelerator.backward(losses.mean())
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), self.config.optimizer.max_grad_norm)
@@ -253,9 +273,11 @@ class Trainer:
         log_samples(accelerator, "samples", samples.audios, samples.sample_rate, samples.captions, step)
 
     def _checkpoint_bytes(self) -> int:
-        """About the size of one checkpoint (weights, optimiser moments and EMA), for the free-space check."""
+        """About the size of one checkpoint (weights, optimiser moments and EMA; the adversary's weights and moments),
+        for the free-space check."""
         model = self.accelerator.unwrap_model(self.model)
-        return CHECKPOINT_COPIES * sum(p.numel() * p.element_size() for p in model.parameters())
+        adversary = 0 if self.adversary is None else (CHECKPOINT_COPIES - 1) * self.adversary.parameter_bytes()
+        return CHECKPOINT_COPIES * sum(p.numel() * p.element_size() for p in model.parameters()) + adversary
 
     def _log(self, metrics: dict[str, float]) -> None:
         self.accelerator.log(metrics, step=self.state.step)
