@@ -30,10 +30,10 @@ def seconds(duration: float) -> np.ndarray:
     return np.arange(int(duration * SR)) / SR
 
 
-def voice(f0: float, duration: float = 1.5) -> np.ndarray:
-    """A sung-like note: harmonics of ``f0`` with a 5 Hz, ±20 cent vibrato."""
+def voice(f0: float, duration: float = 1.5, vibrato_cents: float = 20.0) -> np.ndarray:
+    """A sung-like note: harmonics of ``f0`` with a 5 Hz, ±``vibrato_cents`` vibrato."""
     t = seconds(duration)
-    instantaneous = f0 * 2 ** (20 / 1200 * np.sin(2 * np.pi * 5 * t))
+    instantaneous = f0 * 2 ** (vibrato_cents / 1200 * np.sin(2 * np.pi * 5 * t))
     phase = 2 * np.pi * np.cumsum(instantaneous) / SR
     return sum(0.3 / k * np.sin(k * phase) for k in range(1, 6)).astype(np.float32)
 
@@ -70,6 +70,25 @@ def test_pitch_agreement_is_one_with_itself_and_near_zero_a_semitone_off():
     assert nothing.voiced_frames == 0 and math.isnan(nothing.within_half_semitone)
     pooled = PitchAgreement.pooled([same, silent, nothing])
     assert pooled.voiced_frames == 2 * same.voiced_frames and pooled.within_half_semitone == pytest.approx(0.5)
+
+
+def test_pitch_grid_distance_shows_a_pitch_locked_to_the_codecs_half_frame_rate():
+    """A reconstruction whose f0 sits on a multiple of the grid (12 × 43.07 Hz) is 0 steps from it; the original's
+    500 Hz is 11.61 steps, 0.39 from the nearest; without a grid nothing is measured; pooling weights by frames."""
+    grid = 44100 / 512 / 2
+    x, locked = voice(500.0, vibrato_cents=0), voice(12 * grid, vibrato_cents=0)
+    agreement = pitch_agreement(x, locked, SR, grid_hz=grid)
+    assert agreement.grid_frames > 100 and agreement.grid_distance < 0.02
+    assert agreement.grid_distance_original == pytest.approx(0.39, abs=0.02)
+    plain = pitch_agreement(x, locked, SR)
+    assert plain.grid_frames == 0 and math.isnan(plain.grid_distance)
+    free = pitch_agreement(x, x.copy(), SR, grid_hz=grid)
+    pooled = PitchAgreement.pooled([agreement, free, plain])
+    assert pooled.grid_frames == agreement.grid_frames + free.grid_frames
+    assert pooled.grid_distance == pytest.approx((agreement.grid_distance * agreement.grid_frames + free.grid_distance
+                                                  * free.grid_frames) / pooled.grid_frames)
+    with pytest.raises(ValueError, match="grid_hz must be a positive frequency"):
+        pitch_agreement(x, x, SR, grid_hz=0.0)
 
 
 def test_chroma_similarity_is_one_with_itself_and_low_for_another_key():
@@ -141,7 +160,7 @@ def test_evaluate_codec_on_the_tiny_codec_reports_finite_numbers(tiny_codec):
     expected = {"codec", "sample_rate", "tracks", "clips", "audio_seconds", "mel_distance", "mel_distance_vocals",
                 "mel_distance_accompaniment", "si_sdr_db", "si_sdr_db_vocals", "si_sdr_db_accompaniment",
                 "pitch_within_half_semitone", "pitch_voicing_missed", "pitch_voiced_frames", "chroma_similarity",
-                "codebook_size", "codebook_perplexity", "codebook_used", "codebook_perplexity_min", "codebook_used_min",
+                "pitch_grid_distance", "pitch_grid_distance_original", "codebook_size", "codebook_perplexity", "codebook_used", "codebook_perplexity_min", "codebook_used_min",
                 "encode_rtf", "decode_rtf", "threads", "device", "per_track"}
     assert expected <= set(record)
     json.dumps(record, allow_nan=False)
@@ -152,6 +171,8 @@ def test_evaluate_codec_on_the_tiny_codec_reports_finite_numbers(tiny_codec):
         assert math.isfinite(record[key]), key
     assert record["mel_distance"] > 0 and record["encode_rtf"] > 0 and record["decode_rtf"] > 0
     assert record["pitch_voiced_frames"] > 100
+    assert 0.05 < record["pitch_grid_distance_original"] < 0.5  # the test voices are not on the 43.07 Hz grid
+    assert record["pitch_grid_distance"] is None or 0 <= record["pitch_grid_distance"] <= 0.5
     assert len(record["codebook_perplexity"]) == len(record["codebook_used"]) == tiny_codec.n_codebooks
     assert all(1 <= p <= record["codebook_size"] for p in record["codebook_perplexity"])
     assert [row["track"] for row in record["per_track"]] == ["a", "b"]

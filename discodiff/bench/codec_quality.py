@@ -117,6 +117,8 @@ def print_report(record: dict, args: argparse.Namespace) -> None:
     print(f"{'pitch within 50 cents (of original-voiced frames)':<50}{'':>10}{fmt(record['pitch_within_half_semitone']):>10}")
     print(f"{'pitch voicing missed (of original-voiced frames)':<50}{'':>10}{fmt(record['pitch_voicing_missed']):>10}")
     print(f"{'voiced frames (pYIN, 11.6 ms)':<50}{'':>10}{record['pitch_voiced_frames']:>10d}")
+    print(f"{'pitch grid distance (0.25 free, 0 locked to hop/2)':<50}{'':>10}{fmt(record['pitch_grid_distance']):>10}")
+    print(f"{'  the originals (reference)':<50}{'':>10}{fmt(record['pitch_grid_distance_original']):>10}")
     print(f"{'chroma cosine similarity':<50}{'':>10}{'':>10}{fmt(record['chroma_similarity']):>10}")
     print(f"{'encode real-time factor (CPU, {} thread)'.format(record['threads']):<50}{record['encode_rtf']:>10.1f}")
     print(f"{'decode real-time factor (CPU, {} thread)'.format(record['threads']):<50}{record['decode_rtf']:>10.1f}")

@@ -10,7 +10,9 @@ mono float audio at the same ``sample_rate`` and of the same length, as numpy ar
 - :func:`pitch_agreement` — for vocals: pYIN f0 (``librosa.pyin``, C2…C7) of both clips on the same frames
   (resampled to :data:`ANALYSIS_RATE`, :data:`PITCH_FRAME` / :data:`PITCH_HOP` samples there); of the frames the
   original is voiced on, the share where the reconstruction's f0 lies within 50 cents (half a semitone), and the
-  share the reconstruction calls unvoiced.
+  share the reconstruction calls unvoiced. Given a ``grid_hz`` (a codec's half frame rate), also how close both f0
+  tracks lie to multiples of it (:attr:`PitchAgreement.grid_distance`): a decoder that repeats one waveform shape
+  per frame or per two frames can only play harmonics of that rate, and its pitch locks to the grid.
 - :func:`chroma_similarity` — for accompaniment: frame-wise cosine of constant-Q chroma (``librosa`` chroma_cqt at
   :data:`ANALYSIS_RATE`, hop :data:`CHROMA_HOP`, A440 tuning for both clips: estimating each clip's tuning would
   forgive a reconstruction that is off pitch), averaged over the frames where the original has energy (RMS of at
@@ -28,7 +30,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -159,11 +161,19 @@ class PitchAgreement:
             of the original's (NaN when ``voiced_frames`` is 0).
         voicing_missed: share of those frames the reconstruction calls unvoiced (NaN when ``voiced_frames`` is 0).
         voiced_frames: frames the original is voiced on.
+        grid_distance: on the frames both clips are voiced on, the mean distance of the reconstruction's f0 to the
+            nearest multiple of ``grid_hz``, in grid steps (0…0.5; about 0.25 for a pitch unrelated to the grid,
+            near 0 for a pitch locked to it); NaN without a grid or such frames.
+        grid_distance_original: the same for the original's f0 (the reference, about 0.25).
+        grid_frames: the frames both are voiced on.
     """
 
     within_half_semitone: float
     voicing_missed: float
     voiced_frames: int
+    grid_distance: float = math.nan
+    grid_distance_original: float = math.nan
+    grid_frames: int = 0
 
     @classmethod
     def pooled(cls, parts: Iterable[PitchAgreement]) -> PitchAgreement:
@@ -174,7 +184,13 @@ class PitchAgreement:
             return cls(math.nan, math.nan, 0)
         within = sum(part.within_half_semitone * part.voiced_frames for part in parts) / frames
         missed = sum(part.voicing_missed * part.voiced_frames for part in parts) / frames
-        return cls(within, missed, frames)
+        gridded = [part for part in parts if part.grid_frames]
+        grid_frames = sum(part.grid_frames for part in gridded)
+        if not grid_frames:
+            return cls(within, missed, frames)
+        distance = sum(part.grid_distance * part.grid_frames for part in gridded) / grid_frames
+        reference = sum(part.grid_distance_original * part.grid_frames for part in gridded) / grid_frames
+        return cls(within, missed, frames, distance, reference, grid_frames)
 
 
 def f0_track(audio, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,13 +203,23 @@ def f0_track(audio, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     return f0, voiced & np.isfinite(f0)
 
 
-def pitch_agreement(original, reconstruction, sample_rate: int) -> PitchAgreement:
+def grid_distance(f0: np.ndarray, grid_hz: float) -> np.ndarray:
+    """Distance of each f0 (Hz) to the nearest multiple of ``grid_hz``, in grid steps (0…0.5)."""
+    steps = f0 / grid_hz
+    return np.abs(steps - np.round(steps))
+
+
+def pitch_agreement(original, reconstruction, sample_rate: int, grid_hz: float | None = None) -> PitchAgreement:
     """How well ``reconstruction`` keeps the pitch of a vocal ``original``: see :class:`PitchAgreement`.
 
     Args:
         original, reconstruction: one mono clip each, ``[T]`` (or ``[1, T]``, ``[1, 1, T]``), same length.
         sample_rate: of both (resampled to :data:`ANALYSIS_RATE` for pYIN, C2…C7, frame 2048, hop 256).
+        grid_hz: a frequency whose multiples the reconstruction's f0 may lock to (a codec's half frame rate,
+            :func:`frame_grid_hz`), for :attr:`PitchAgreement.grid_distance`; None: not measured.
     """
+    if grid_hz is not None and not (math.isfinite(grid_hz) and grid_hz > 0):
+        raise ValueError(f"grid_hz must be a positive frequency in Hz, got {grid_hz!r}")
     x, y, _ = _pair(_mono(original, "original"), _mono(reconstruction, "reconstruction"))
     f0_x, voiced_x = f0_track(x[0], sample_rate)
     f0_y, voiced_y = f0_track(y[0], sample_rate)
@@ -203,7 +229,17 @@ def pitch_agreement(original, reconstruction, sample_rate: int) -> PitchAgreemen
     with np.errstate(invalid="ignore", divide="ignore"):
         cents = np.abs(1200 * np.log2(f0_y[voiced_x] / f0_x[voiced_x]))
     within = voiced_y[voiced_x] & (cents <= HALF_SEMITONE_CENTS)
-    return PitchAgreement(float(within.mean()), float((~voiced_y[voiced_x]).mean()), frames)
+    agreement = PitchAgreement(float(within.mean()), float((~voiced_y[voiced_x]).mean()), frames)
+    both = voiced_x & voiced_y
+    if grid_hz is None or not both.any():
+        return agreement
+    return replace(agreement, grid_distance=float(grid_distance(f0_y[both], grid_hz).mean()),
+                   grid_distance_original=float(grid_distance(f0_x[both], grid_hz).mean()), grid_frames=int(both.sum()))
+
+
+def frame_grid_hz(codec: DacCodec) -> float:
+    """Half a codec's frame rate (43.07 Hz at 44.1 kHz, hop 512): the grid an untrained decoder's pitch locks to."""
+    return codec.frame_rate / 2
 
 
 # --- harmony (accompaniment) -----------------------------------------------------------------------------------
@@ -246,7 +282,9 @@ class CodecReport:
     """Every reconstruction measure of one codec over one set of (vocals, accompaniment) clips.
 
     Means are over clips (``mel_distance``, ``si_sdr_db``: every clip of both stems, and per stem; ``chroma``: the
-    accompaniment clips with energy); the pitch shares are pooled over the vocal frames voiced in the originals;
+    accompaniment clips with energy); the pitch shares are pooled over the vocal frames voiced in the originals, the
+    pitch grid distances (to multiples of the codec's half frame rate; about 0.25 for unlocked pitch) over the frames
+    voiced in both;
     codebook usage is over every frame of every clip; real-time factors are seconds of audio per second of wall time
     of every encode (decode) call, on ``threads`` CPU threads.
     """
@@ -265,6 +303,8 @@ class CodecReport:
     pitch_within_half_semitone: float
     pitch_voicing_missed: float
     pitch_voiced_frames: int
+    pitch_grid_distance: float
+    pitch_grid_distance_original: float
     chroma_similarity: float
     codebook_size: int
     codebook_perplexity: list[float]
@@ -371,10 +411,11 @@ def evaluate_codec(codec: DacCodec, tracks: Iterable[tuple], names: Sequence[str
                 mel_values[stem].append(record[f"mel_distance_{stem}"])
                 sisdr_values[stem].append(record[f"si_sdr_db_{stem}"])
                 if stem == "vocals":
-                    pitch = pitch_agreement(original, reconstruction, sample_rate)
+                    pitch = pitch_agreement(original, reconstruction, sample_rate, frame_grid_hz(codec))
                     pitches.append(pitch)
                     record.update(pitch_within_half_semitone=pitch.within_half_semitone,
-                                  pitch_voicing_missed=pitch.voicing_missed, pitch_voiced_frames=pitch.voiced_frames)
+                                  pitch_voicing_missed=pitch.voicing_missed, pitch_voiced_frames=pitch.voiced_frames,
+                                  pitch_grid_distance=pitch.grid_distance)
                 else:
                     record["chroma_similarity"] = chroma_similarity(original, reconstruction, sample_rate)
                     chromas.append(record["chroma_similarity"])
@@ -394,7 +435,8 @@ def evaluate_codec(codec: DacCodec, tracks: Iterable[tuple], names: Sequence[str
         si_sdr_db=float(np.mean(every_sisdr)), si_sdr_db_vocals=float(np.mean(sisdr_values["vocals"])),
         si_sdr_db_accompaniment=float(np.mean(sisdr_values["accompaniment"])),
         pitch_within_half_semitone=pitch.within_half_semitone, pitch_voicing_missed=pitch.voicing_missed,
-        pitch_voiced_frames=pitch.voiced_frames, chroma_similarity=_nanmean(chromas), codebook_size=size,
+        pitch_voiced_frames=pitch.voiced_frames, pitch_grid_distance=pitch.grid_distance,
+        pitch_grid_distance_original=pitch.grid_distance_original, chroma_similarity=_nanmean(chromas), codebook_size=size,
         codebook_perplexity=[float(v) for v in usage.perplexity], codebook_used=[float(v) for v in usage.used_share],
         encode_rtf=audio_seconds / max(encode_seconds, 1e-12), decode_rtf=audio_seconds / max(decode_seconds, 1e-12),
         threads=threads, device=str(codec.device), per_track=per_track)
