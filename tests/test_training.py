@@ -467,6 +467,23 @@ def test_export_refuses_a_pipeline_with_other_latent_statistics(data_dir, tmp_pa
 
 
 
+def test_max_minutes_stops_with_a_checkpoint_that_resumes(data_dir, tmp_path, fresh_accelerate_state, capsys):
+    """With max_minutes spent, the run stops after the step it is on, saves that step's checkpoint (between the
+    checkpoint.every ones) and says how to go on; --resume latest then runs to max_steps."""
+    from discodiff.training import TrainConfig, Trainer
+
+    run_dir = tmp_path / "run"
+    settings = dict(max_steps=4, checkpoint__every=100, max_minutes=1e-9)
+    Trainer(TrainConfig.from_yaml(TINY, overrides(data_dir, run_dir, **settings))).train()
+    assert sorted(train_losses(run_dir)) == [1]
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-1"]
+    assert "stopping at step 1 of 4: max_minutes=1e-09 reached; go on with --resume latest" in capsys.readouterr().out
+    settings["max_minutes"] = "null"
+    Trainer(TrainConfig.from_yaml(TINY, overrides(data_dir, run_dir, **settings))).train(resume="latest")
+    assert sorted(train_losses(run_dir)) == [1, 2, 3, 4]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-4"]
+
+
 def test_a_flat_model_trains_as_one_stage_and_exports(data_dir, tmp_path, fresh_accelerate_state):
     """primary_codebooks = K: the primary stage learns all 72 channels; there is no secondary stage to train, and the
     flat run cannot be exported into a two-stage model."""

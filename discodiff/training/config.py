@@ -33,7 +33,7 @@ TRACKERS = ("tensorboard", "wandb", "none")
 # what a resumed run may change: how long it runs and what it reports and keeps, never what it computes (the task
 # adds its own, see TaskConfig.resumable_keys). The data folders may move (another machine): every task checks on
 # resume that the data are the same (the latent statistics and codec fingerprint, the codec task's track list).
-RESUMABLE_KEYS = ("output_dir", "max_steps", "progress", "gradient_checkpointing", "data.num_workers", "data.data_dir",
+RESUMABLE_KEYS = ("output_dir", "max_steps", "max_minutes", "progress", "gradient_checkpointing", "data.num_workers", "data.data_dir",
                   "data.validation_dir", "logging", "validation", "samples", "checkpoint")
 # keys of the layout before the task section → where they live now
 MOVED_TO_TASK = {"stage": "task.stage", "objective": "task.objective", "validation.times": "task.validation.times",
@@ -147,6 +147,9 @@ class TrainConfig:
     output_dir: str = "runs/train"
     seed: int = bounded(0, low=0, high=2**32 - 1)
     max_steps: int = bounded(100_000, low=1)
+    #: stop (with a checkpoint) at the first optimiser step after this many minutes of this session's training;
+    #: ``--resume latest`` goes on from there. None: run until max_steps
+    max_minutes: float | None = bounded(None, low=0.0, low_open=True)
     mixed_precision: str = bounded("bf16", choices=MIXED_PRECISION)
     gradient_checkpointing: bool = False
     progress: bool = True

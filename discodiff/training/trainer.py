@@ -18,11 +18,12 @@ model config, the data, the run directory), so a launch script fails in one line
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import (DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration,
+from accelerate.utils import (DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration, broadcast,
                               broadcast_object_list, set_seed)
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
@@ -152,7 +153,8 @@ class Trainer:
     # --- the loop ------------------------------------------------------------------------------
 
     def train(self, resume: str | Path | None = None, overwrite: bool = False) -> Path:
-        """Train until ``config.max_steps``; returns the run directory.
+        """Train until ``config.max_steps`` (or, with ``config.max_minutes``, until that much time has passed: then it
+        saves a checkpoint of the step it stopped at); returns the run directory.
 
         ``resume``: ``latest`` or a checkpoint directory of ``config.output_dir``; ``overwrite``: allow deleting earlier
         work there (a whole earlier run without ``resume``; the checkpoints after the resumed one with it). The run
@@ -186,6 +188,7 @@ class Trainer:
                         disable=not (config.progress and accelerator.is_local_main_process))
         batches = self._batches()
         window_losses, window_times = [], []
+        started = time.monotonic()
         while state.step < config.max_steps:
             losses, t, grad_norm = self._micro_step(next(batches))
             window_losses.append(accelerator.gather(losses.detach()))
@@ -207,11 +210,23 @@ class Trainer:
             progress.update(1)
             progress.set_postfix(loss=f"{metrics['train/loss']:.4f}", lr=f"{metrics['train/lr']:.2e}")
             self._periodic()
+            if self._out_of_time(started) and state.step < config.max_steps:
+                accelerator.print(f"stopping at step {state.step} of {config.max_steps}: max_minutes={config.max_minutes:g} "
+                                  f"reached; go on with --resume latest")
+                break
         if not checkpoint_path(checkpoints, state.step).is_dir():
             save_checkpoint(accelerator, checkpoints, state.step, config.checkpoint.keep_last, state.run_id)
         progress.close()
         accelerator.end_training()
         return self.run_dir
+
+    def _out_of_time(self, started: float) -> bool:
+        """``max_minutes`` have passed since ``started`` by the main process's clock (broadcast, so that every process
+        stops after the same step)."""
+        if self.config.max_minutes is None:
+            return False
+        late = torch.tensor([time.monotonic() - started >= 60 * self.config.max_minutes], device=self.accelerator.device)
+        return bool(broadcast(late).item())
 
     def _micro_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Forward and backward on one batch; on the last batch of an accumulation window also clip and step.
