@@ -113,6 +113,30 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def save_array_record(path: str | Path, arrays: dict, metadata_text: str) -> Path:
+    """Write ``arrays`` (name → numpy array) and ``metadata_text`` (JSON) as one ``.npz`` file, atomically: the
+    storage of fitted statistics (evaluation's ``GaussianStats``, captions' ``GaussianReference``)."""
+    import numpy as np
+
+    with atomic_file(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays, metadata=np.array(metadata_text))
+    return Path(path)
+
+
+def load_array_record(path: str | Path) -> tuple[dict, dict | None]:
+    """``(arrays, metadata)`` of a file :func:`save_array_record` wrote: every array but the metadata (name → numpy
+    array) and the parsed JSON metadata (None when the file has none). Raises what ``numpy.load`` and ``json`` raise
+    on a damaged file (``OSError``, ``ValueError``, ``EOFError``, ``zipfile.BadZipFile``); callers name the fix."""
+    import json
+
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        metadata = json.loads(str(data["metadata"])) if "metadata" in data.files else None
+        arrays = {name: data[name] for name in data.files if name != "metadata"}
+    return arrays, metadata if isinstance(metadata, dict) else None
+
+
 @contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder to build ``path`` in; on success it takes ``path``'s place.

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError, OutputError, is_real
-from ..outputs import atomic_file
+from ..outputs import atomic_file, load_array_record, save_array_record
 
 REFERENCE_KIND = "discodiff.captions.GaussianReference"   # the "kind" field of a saved reference's metadata
 REFERENCE_FORMAT = 1
@@ -149,9 +149,7 @@ class GaussianReference:
             raise OutputError(f"Gaussian reference file {path} must end in {REFERENCE_SUFFIX} "
                               f"(e.g. {path.with_suffix(REFERENCE_SUFFIX).name})")
         text = _json_text(self._metadata(), "GaussianReference settings")
-        with atomic_file(path) as temporary, open(temporary, "wb") as handle:
-            np.savez(handle, mean=self.mean, covariance=self.covariance, metadata=np.array(text))
-        return path
+        return save_array_record(path, {"mean": self.mean, "covariance": self.covariance}, text)
 
     @classmethod
     def load(cls, path: str | Path) -> GaussianReference:
@@ -161,18 +159,15 @@ class GaussianReference:
         if not path.is_file():
             raise DataError(f"Gaussian reference file {path} does not exist; {fix}")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                metadata = json.loads(str(data["metadata"])) if "metadata" in data.files else {}
-                if not isinstance(metadata, dict) or metadata.get("kind") != REFERENCE_KIND:
-                    raise DataError(f"{path} is not a Gaussian reference file (it holds {', '.join(data.files)} "
-                                    f"without the kind {REFERENCE_KIND!r}); give a file GaussianReference.save wrote, "
-                                    f"or {fix}")
-                if metadata.get("format") != REFERENCE_FORMAT:
-                    raise DataError(f"{path} is a Gaussian reference of format {metadata.get('format')!r}, this "
-                                    f"version reads format {REFERENCE_FORMAT}; {fix}")
-                mean, covariance = data["mean"], data["covariance"]
+            arrays, metadata = load_array_record(path)
+            if metadata is None or metadata.get("kind") != REFERENCE_KIND:
+                raise DataError(f"{path} is not a Gaussian reference file (it holds {', '.join(arrays)} without the "
+                                f"kind {REFERENCE_KIND!r}); give a file GaussianReference.save wrote, or {fix}")
+            if metadata.get("format") != REFERENCE_FORMAT:
+                raise DataError(f"{path} is a Gaussian reference of format {metadata.get('format')!r}, this "
+                                f"version reads format {REFERENCE_FORMAT}; {fix}")
             reference = cls(metadata["settings"])
-            reference._set(mean, covariance, float(metadata["shrinkage"]), int(metadata["count"]))
+            reference._set(arrays["mean"], arrays["covariance"], float(metadata["shrinkage"]), int(metadata["count"]))
             if reference.dim != metadata["dim"]:
                 raise DataError(f"Gaussian reference file {path} is inconsistent: its arrays are {reference.dim}-"
                                 f"dimensional but its metadata says D = {metadata['dim']}; {fix}")

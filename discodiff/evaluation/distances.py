@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from discodiff.errors import ConfigError, DataError, OutputError, is_integer, is_real
-from discodiff.outputs import atomic_file
+from discodiff.outputs import load_array_record, save_array_record
 
 STATS_FORMAT = 1                 # the "format" field of a saved GaussianStats' metadata
 STATS_SUFFIX = ".npz"
@@ -201,9 +201,7 @@ class GaussianStats:
             text = json.dumps(metadata, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"GaussianStats.description must be JSON-able to be saved ({err})") from err
-        with atomic_file(path) as temporary, open(temporary, "wb") as handle:
-            np.savez(handle, mu=self.mu, cov=self.cov, metadata=np.array(text))
-        return path
+        return save_array_record(path, {"mu": self.mu, "cov": self.cov}, text)
 
     @classmethod
     def load(cls, path: str | Path) -> GaussianStats:
@@ -213,12 +211,10 @@ class GaussianStats:
             raise DataError(f"statistics file {path} does not exist; "
                             "compute it with GaussianStats.from_embeddings(...).save()")
         try:
-            with np.load(path, allow_pickle=False) as data:
-                metadata = json.loads(str(data["metadata"]))
-                mu, cov = data["mu"], data["cov"]
-            if metadata.get("format") != STATS_FORMAT:
-                raise ValueError(f"format {metadata.get('format')!r}, expected {STATS_FORMAT}")
-            return cls(mu, cov, metadata["n"], metadata["description"])
+            arrays, metadata = load_array_record(path)
+            if metadata is None or metadata.get("format") != STATS_FORMAT:
+                raise ValueError(f"format {(metadata or {}).get('format')!r}, expected {STATS_FORMAT}")
+            return cls(arrays["mu"], arrays["cov"], metadata["n"], metadata["description"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as err:
             raise DataError(f"statistics file {path} is damaged or not a GaussianStats file ({err}); "
                             "delete it and compute it again") from err
