@@ -218,6 +218,58 @@ def test_weight_norm_is_folded_into_the_saved_codec(tmp_path):
     torch.testing.assert_close(decoded, trained, rtol=0, atol=1e-5)
 
 
+def test_compile_snakes_swaps_every_snake_keeping_its_parameters(tmp_path):
+    """Every Snake1d becomes a CompiledSnake holding the same alpha (state dict, optimiser and EMA unchanged); the
+    eager formula is transformers' Snake1d bit for bit; a codec saved after the swap loads as a plain DacModel."""
+    from transformers.models.dac.modeling_dac import Snake1d
+
+    from discodiff.codec import DacCodec
+    from discodiff.codec.family import CodecModelConfig, CodecPipeline, build_codec
+    from discodiff.training.snake import CompiledSnake, compile_snakes, snake
+
+    pipeline = build_codec(CodecModelConfig.from_yaml(CODEC_TINY), seed=0)
+    model = pipeline.model
+    snakes = {name: module for name, module in model.named_modules() if isinstance(module, Snake1d)}
+    alphas = {name: module.alpha for name, module in snakes.items()}
+    keys, parameters = list(model.state_dict()), [id(p) for p in model.parameters()]
+    assert compile_snakes(model) == len(snakes) > 10
+    assert not any(isinstance(module, Snake1d) for module in model.modules())
+    assert all(isinstance(model.get_submodule(name), CompiledSnake) and model.get_submodule(name).alpha is alphas[name]
+               for name in snakes)
+    assert list(model.state_dict()) == keys and [id(p) for p in model.parameters()] == parameters
+    assert compile_snakes(model) == 0
+    module = Snake1d(4)
+    module.alpha.data = torch.tensor([0.5, 1.0, 2.0, 3.0])[None, :, None]
+    x = torch.randn(2, 4, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(snake(x, module.alpha), module(x))
+    CodecPipeline(model, pipeline.config).save_pretrained(tmp_path / "codec")
+    loaded = DacCodec.from_pretrained(tmp_path / "codec")
+    assert any(isinstance(m, Snake1d) for m in loaded.model.modules())
+
+
+@pytest.mark.slow
+def test_compiled_snakes_match_the_eager_codec():
+    """The compiled Snake (torch.compile, about 30 s on first use) gives the tiny codec's output and gradients to
+    float32 rounding."""
+    from discodiff.codec.family import CodecModelConfig, build_codec
+    from discodiff.training.codec_task import CodecAutoencoder
+    from discodiff.training.snake import compile_snakes
+
+    audio = 0.3 * torch.randn(2, 1, 4096, generator=torch.Generator().manual_seed(1))
+    results = []
+    for compiled in (False, True):
+        model = build_codec(CodecModelConfig.from_yaml(CODEC_TINY, ["quantizer_dropout=0.0"]), seed=0).model
+        if compiled:
+            compile_snakes(model)
+        out = CodecAutoencoder(model)(audio).audio
+        out.square().mean().backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=1e-6)
+    assert len(results[0][1]) == len(results[1][1])
+    for eager, compiled in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-6)
+
+
 # --- data ----------------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ would judge, and takes about as long as an MRD; an MRD has 0.47M.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -49,8 +50,10 @@ def build_discriminator(settings: GanSection, sample_rate: int) -> nn.Module:
     """``dac.model.discriminator.Discriminator`` with ``settings``' sub-discriminators (weight norm, DAC's bands)."""
     from dac.model.discriminator import Discriminator
 
-    return Discriminator(rates=list(settings.rates), periods=list(settings.periods), fft_sizes=list(settings.fft_sizes),
-                         sample_rate=sample_rate)
+    with warnings.catch_warnings():  # dac builds its convolutions with torch's deprecated weight_norm: not ours to fix
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*weight_norm")
+        return Discriminator(rates=list(settings.rates), periods=list(settings.periods),
+                             fft_sizes=list(settings.fft_sizes), sample_rate=sample_rate)
 
 
 def per_sample_mean(x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ Its ``task:`` section (:class:`CodecTaskConfig`)::
       mel: {n_mels: [5, 10, 20, 40, 80, 160, 320], window_lengths: [32, 64, 128, 256, 512, 1024, 2048],
             pow: 1.0, clamp_eps: 1.0e-5, mag_weight: 0.0, log_weight: 1.0}
       weight_norm: true          # train with DAC's weight norm (folded into plain weights on export)
+      compile_snake: false       # Snake through torch.compile (training/snake.py): ~1.7x faster steps on the CPU
       gan: {enabled: false, periods: [2, 3, 5, 7, 11], rates: [], fft_sizes: [2048, 1024, 512],
             learning_rate_scale: 1.0, max_grad_norm: 10.0}     # DAC's discriminators (training/codec_gan.py)
       dead_codes: {restart_every: 50, decay: 0.99, threshold: 0.01}   # 0: off
@@ -63,7 +64,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,7 @@ from .adversary import Adversary, AdversarySpec
 from .codec_gan import GanSection, build_discriminator, discriminator_loss, generator_losses
 from .config import DataSection, TrainConfig
 from .data import TrainingData, build_dataset, check_batch_keys, check_data, data_directories, import_object
+from .snake import compile_snakes
 from .task import TaskConfig, TaskSamples, TrainingTask
 
 DATA_FILE = "codec_data.json"
@@ -139,12 +141,16 @@ class DeadCodeSection:
 
 @dataclass
 class CodecTaskConfig(TaskConfig):
-    """The ``task:`` section of a codec run (see the module docstring)."""
+    """The ``task:`` section of a codec run (see the module docstring). ``compile_snake`` may change on resume (it
+    changes float32 rounding, not the computation)."""
+
+    resumable_keys: ClassVar[tuple[str, ...]] = ("compile_snake",)
 
     clip_seconds: float = bounded(0.5, low=0.0, high=60.0, low_open=True)
     weights: LossWeights = field(default_factory=LossWeights)
     mel: MelLossSection = field(default_factory=MelLossSection)
     weight_norm: bool = True
+    compile_snake: bool = False
     gan: GanSection = field(default_factory=GanSection)
     dead_codes: DeadCodeSection = field(default_factory=DeadCodeSection)
 
@@ -350,6 +356,8 @@ class CodecTask(TrainingTask):
         self.quantizer_dropout = float(model_config.quantizer_dropout)
         if task_config.weight_norm:
             self.pipeline.model.apply_weight_norm()
+        if task_config.compile_snake:
+            compile_snakes(self.pipeline.model)
         self.autoencoder = CodecAutoencoder(self.pipeline.model, task_config.dead_codes)
         self.losses = CodecLosses(task_config, model_config.sampling_rate)
         self.discriminator = build_discriminator(task_config.gan, model_config.sampling_rate) \
