@@ -238,7 +238,7 @@ def pitch_agreement(original, reconstruction, sample_rate: int, grid_hz: float |
 
 
 def frame_grid_hz(codec: DacCodec) -> float:
-    """Half a codec's frame rate (43.07 Hz at 44.1 kHz, hop 512): the grid an untrained decoder's pitch locks to."""
+    """Half a codec's frame rate (43.07 Hz at 44.1 kHz, hop 512): the grid a partly trained decoder's pitch locks to."""
     return codec.frame_rate / 2
 
 

@@ -72,6 +72,3 @@ class Adversary:
         finally:
             for parameter in parameters:
                 parameter.requires_grad_(True)
-
-    def parameter_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.accelerator.unwrap_model(self.model).parameters())

@@ -8,7 +8,7 @@ Its ``task:`` section (:class:`CodecTaskConfig`)::
       mel: {n_mels: [5, 10, 20, 40, 80, 160, 320], window_lengths: [32, 64, 128, 256, 512, 1024, 2048],
             pow: 1.0, clamp_eps: 1.0e-5, mag_weight: 0.0, log_weight: 1.0}
       weight_norm: true          # train with DAC's weight norm (folded into plain weights on export)
-      compile_snake: false       # Snake through torch.compile (training/snake.py): ~1.7x faster steps on the CPU
+      compile_snake: false       # Snake through torch.compile (training/snake.py): ~1.8x faster steps on the CPU
       gan: {enabled: false, periods: [2, 3, 5, 7, 11], rates: [], fft_sizes: [2048, 1024, 512],
             learning_rate_scale: 1.0, max_grad_norm: 10.0}     # DAC's discriminators (training/codec_gan.py)
       dead_codes: {restart_every: 50, decay: 0.99, threshold: 0.01}   # 0: off

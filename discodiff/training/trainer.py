@@ -290,14 +290,19 @@ class Trainer:
     def _checkpoint_bytes(self) -> int:
         """About the size of one checkpoint (weights, optimiser moments and EMA; the adversary's weights and moments),
         for the free-space check."""
-        model = self.accelerator.unwrap_model(self.model)
-        adversary = 0 if self.adversary is None else (CHECKPOINT_COPIES - 1) * self.adversary.parameter_bytes()
-        return CHECKPOINT_COPIES * sum(p.numel() * p.element_size() for p in model.parameters()) + adversary
+        unwrap = self.accelerator.unwrap_model
+        adversary = 0 if self.adversary is None else (CHECKPOINT_COPIES - 1) * parameter_bytes(unwrap(self.adversary.model))
+        return CHECKPOINT_COPIES * parameter_bytes(unwrap(self.model)) + adversary
 
     def _log(self, metrics: dict[str, float]) -> None:
         self.accelerator.log(metrics, step=self.state.step)
         if self.accelerator.is_main_process:
             self.metrics.write(self.state.step, metrics)
+
+
+def parameter_bytes(module: nn.Module) -> int:
+    """The bytes of ``module``'s parameters."""
+    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def tracker_config(config: TrainConfig) -> dict[str, int | float | str | bool]:
