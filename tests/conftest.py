@@ -12,6 +12,9 @@ import torch
 
 from discodiff.codec import build_tiny_codec
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one intra-op thread each, or
+    torch.set_num_threads(1)                # OpenMP threads of side-by-side workers oversubscribe the cores
+
 
 def tone(seconds: float, sample_rate: int = 44100, freqs=(220.0, 277.2, 329.6), seed: int = 0) -> torch.Tensor:
     """A chord with a little noise: ``[1, T]`` float32 in [-1, 1]."""

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from discodiff.cli import app
+from test_training import free_port
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -141,14 +142,6 @@ def test_sigkill_mid_step_then_rerun_gives_the_same_release(corpus, tmp_path):
     names = sorted(path.name for path in records.iterdir())
     assert names == sorted(path.name for path in (tmp_path / "work-a" / "tags" / "records").iterdir())
     assert len(names) == len(PIECES)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow  # three 2-process launches, about a minute; the sharding logic is shared with `discodiff eval`'s test

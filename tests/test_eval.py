@@ -21,6 +21,7 @@ pytest.importorskip("fluidsynth")
 
 from discodiff.cli import app  # noqa: E402
 from discodiff.evaluation import protocol  # noqa: E402
+from test_training import free_port  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one intra-op thread
 
@@ -294,14 +295,6 @@ def test_fixed_batches_and_model_names():
 
 
 # --- sharded across processes (accelerate launch) -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def without_speed_or_device(record: dict) -> dict:

@@ -11,7 +11,6 @@ import base64
 import io
 import os
 import re
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
+from test_training import free_port
 
 from discodiff.build import build_pipeline
 from discodiff.config import DiscoDiffConfig
@@ -46,13 +46,6 @@ pytestmark = [
                               "scripts/install.sh --test installs them"),
     pytest.mark.usefixtures("one_torch_thread"),
 ]
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (the system's pick for port 0)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

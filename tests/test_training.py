@@ -318,6 +318,7 @@ def test_kill_during_training_then_resume_latest_is_bit_exact(data_dir, tmp_path
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on (the system's pick for port 0)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -41,17 +41,18 @@ def time_variant(config_path: str, overrides: list[str], steps: int, warmup: int
     from discodiff.training import TrainConfig
     from discodiff.training.adversary import Adversary
     from discodiff.training.codec_task import CodecTask
+    from discodiff.training.trainer import adamw
 
     config = TrainConfig.from_yaml(config_path, overrides)
     torch.manual_seed(config.seed)
     task = CodecTask(config, config.task, config.seed)
     model = task.module.train()
     settings = config.optimizer
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, betas=tuple(settings.betas))
+    optimizer = adamw(model, settings)
     adversary = None
     if task.adversary is not None:
         spec = task.adversary
-        critic_optimizer = torch.optim.AdamW(spec.module.parameters(), lr=spec.learning_rate, betas=tuple(settings.betas))
+        critic_optimizer = adamw(spec.module, settings, spec.learning_rate)
         schedule = torch.optim.lr_scheduler.LambdaLR(critic_optimizer, lambda step: 1.0)
         accelerator = Accelerator(cpu=True)
         adversary = Adversary(accelerator, spec.module.train(), critic_optimizer, schedule, spec.max_grad_norm)

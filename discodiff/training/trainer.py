@@ -35,7 +35,7 @@ from discodiff.errors import ConfigError, DataError
 
 from .adversary import Adversary, AdversarySpec
 from .checkpoint import CHECKPOINTS_DIR, checkpoint_path, remove_incomplete, save_checkpoint
-from .config import TrainConfig
+from .config import OptimizerSection, TrainConfig
 from .logging import MetricsLog, log_samples, loss_by_time_bucket, write_samples
 from .run import LOGS_DIR, METRICS_FILE, SAMPLES_DIR, RunPlan, plan_run, write_run_config
 from .state import TrainingState, ema_weights, new_run_id
@@ -98,7 +98,7 @@ class Trainer:
             module.enable_gradient_checkpointing()
         self.task.to(self.accelerator.device)
 
-        optimizer = self._optimizer(module)
+        optimizer = adamw(module, config.optimizer)
         self.model, self.optimizer, self.train_loader, self.validation_loader, self.lr_scheduler = self.accelerator.prepare(
             module.train(), optimizer, *self._dataloaders(), self._lr_schedule(optimizer))
         self.adversary = self._adversary(self.task.adversary)
@@ -114,11 +114,6 @@ class Trainer:
 
     # --- setup ---------------------------------------------------------------------------------
 
-    def _optimizer(self, model: nn.Module, learning_rate: float | None = None) -> torch.optim.Optimizer:
-        settings = self.config.optimizer
-        return torch.optim.AdamW(model.parameters(), lr=settings.learning_rate if learning_rate is None else learning_rate,
-                                 betas=tuple(settings.betas), weight_decay=settings.weight_decay, eps=settings.eps)
-
     def _adversary(self, spec: AdversarySpec | None) -> Adversary | None:
         """The task's adversary prepared after the module (so checkpoints hold it as model_1, optimizer_1,
         scheduler_1), with its own AdamW and schedule; None when the task has none."""
@@ -128,7 +123,7 @@ class Trainer:
             raise ConfigError(f"optimizer.gradient_accumulation_steps={self.config.optimizer.gradient_accumulation_steps}: "
                               f"the {type(self.task).__name__} trains an adversary, which steps on every batch; "
                               "set optimizer.gradient_accumulation_steps=1 (raise data.batch_size instead)")
-        optimizer = self._optimizer(spec.module, spec.learning_rate)
+        optimizer = adamw(spec.module, self.config.optimizer, spec.learning_rate)
         model, optimizer, schedule = self.accelerator.prepare(spec.module.train(), optimizer, self._lr_schedule(optimizer))
         return Adversary(self.accelerator, model, optimizer, schedule, spec.max_grad_norm)
 
@@ -298,6 +293,13 @@ class Trainer:
         self.accelerator.log(metrics, step=self.state.step)
         if self.accelerator.is_main_process:
             self.metrics.write(self.state.step, metrics)
+
+
+def adamw(module: nn.Module, settings: OptimizerSection, learning_rate: float | None = None) -> torch.optim.AdamW:
+    """The run's AdamW over ``module``'s parameters: ``settings``' betas, weight decay and eps, at ``learning_rate``
+    (default ``settings.learning_rate``)."""
+    return torch.optim.AdamW(module.parameters(), lr=settings.learning_rate if learning_rate is None else learning_rate,
+                             betas=tuple(settings.betas), weight_decay=settings.weight_decay, eps=settings.eps)
 
 
 def parameter_bytes(module: nn.Module) -> int:
