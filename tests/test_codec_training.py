@@ -250,7 +250,10 @@ def test_compile_snakes_swaps_every_snake_keeping_its_parameters(tmp_path):
 @pytest.mark.slow
 def test_compiled_snakes_match_the_eager_codec():
     """The compiled Snake (torch.compile, about 30 s on first use) gives the tiny codec's output and gradients to
-    float32 rounding."""
+    float32 rounding; no-grad forwards (validation) compile no graphs of their own, which would double training's (one
+    per layer width) and soon pass torch._dynamo's recompile limit, falling back to eager."""
+    from torch._dynamo.utils import counters
+
     from discodiff.codec.family import CodecModelConfig, build_codec
     from discodiff.training.codec_task import CodecAutoencoder
     from discodiff.training.snake import compile_snakes
@@ -261,13 +264,44 @@ def test_compiled_snakes_match_the_eager_codec():
         model = build_codec(CodecModelConfig.from_yaml(CODEC_TINY, ["quantizer_dropout=0.0"]), seed=0).model
         if compiled:
             compile_snakes(model)
+            counters.clear()
         out = CodecAutoencoder(model)(audio).audio
         out.square().mean().backward()
         results.append((out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1, dict(counters["stats"])
+    with torch.no_grad():
+        torch.testing.assert_close(CodecAutoencoder(model)(audio).audio, results[1][0], rtol=1e-4, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == graphs, "no-grad forwards compile nothing more (recompile limit 8)"
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=1e-6)
     assert len(results[0][1]) == len(results[1][1])
     for eager, compiled in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-6)
+
+
+def test_codec_overfit_bench_compares_variants_on_train_split_vocals(data_dir, capsys):
+    """bench.codec_overfit: every variant trains on the same vocal batch (train split only) and reports its checks in
+    order; the pitch measure gives 100% for the originals themselves; a malformed variant is refused before work."""
+    from discodiff.bench import codec_overfit
+
+    batch = codec_overfit.vocal_batch(str(data_dir), 3, 4096, SAMPLE_RATE)
+    assert batch.shape == (3, 1, 4096) and batch.abs().amax() > 0.1
+    within, grid, original_grid = codec_overfit.pitch_of(batch, batch, SAMPLE_RATE, 43.07)
+    assert within == 1.0 and grid == original_grid
+    with pytest.raises(SystemExit, match="2 train-split vocals|lower --clips"):
+        codec_overfit.vocal_batch(str(data_dir / "seed1"), 2, 4096, SAMPLE_RATE)
+
+    codec_overfit.main(["--data", str(data_dir), "--config", str(TRAIN_CONFIG), "--clips", "2", "--seconds", "0.2",
+                        "--minutes", "0.01", "--checks", "2", "--variant", "narrow",
+                        "--variant", "wide;model.overrides=[decoder_hidden_size=32]"])
+    lines = capsys.readouterr().out.splitlines()
+    headers = [line for line in lines if "M parameters" in line]
+    assert [h.split()[0] for h in headers] == ["narrow", "wide"], lines
+    checks = [line for line in lines if "pitch within 50 cents" in line]
+    steps = [int(line.split("step")[1].split()[0]) for line in checks]
+    assert len(checks) == 4 and steps[0] < steps[1] and steps[2] < steps[3], lines
+    with pytest.raises(SystemExit):
+        codec_overfit.main(["--data", str(data_dir), "--config", str(TRAIN_CONFIG), "--variant", "bad;nokey"])
 
 
 # --- data ----------------------------------------------------------------------------------------------
