@@ -300,6 +300,10 @@ def test_codec_overfit_bench_compares_variants_on_train_split_vocals(data_dir, c
     checks = [line for line in lines if "pitch within 50 cents" in line]
     steps = [int(line.split("step")[1].split()[0]) for line in checks]
     assert len(checks) == 4 and steps[0] < steps[1] and steps[2] < steps[3], lines
+    codec_overfit.main(["--data", str(data_dir), "--config", str(TRAIN_CONFIG), "--clips", "2", "--seconds", "0.2",
+                        "--steps", "4", "--checks", "2", "--variant", "by steps"])
+    steps = [int(line.split("step")[1].split()[0]) for line in capsys.readouterr().out.splitlines() if "cents" in line]
+    assert steps == [2, 4]
     with pytest.raises(SystemExit):
         codec_overfit.main(["--data", str(data_dir), "--config", str(TRAIN_CONFIG), "--variant", "bad;nokey"])
 

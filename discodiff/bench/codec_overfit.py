@@ -1,6 +1,6 @@
 """Which codec learns the pitch soonest on these CPUs: variants overfit the same real vocals for the same wall time.
 
-    python -m discodiff.bench.codec_overfit --data RENDERED [--clips 4] [--seconds 1.0] [--minutes 5] [--checks 3]
+    python -m discodiff.bench.codec_overfit --data RENDERED [--clips 4] [--seconds 1.0] [--minutes 5 | --steps N] [--checks 3]
         [--lr 1e-3] [--threads 1] [--config configs/train/codec_small.yaml]
         [--variant 'NAME;KEY=VALUE;...' ...]     # default: the config as it is, encoder 32, decoder 384
 
@@ -8,8 +8,9 @@ Every variant builds the codec training task of ``--config`` with its overrides 
 ``model.overrides=[encoder_hidden_size=32]``), seeded alike, and trains on one fixed batch: ``--clips`` vocal crops of
 ``--seconds`` from train-split tracks of ``--data`` (the loud crops ``StemClips`` picks, spread over the tracks) —
 the task's own loss (mel, waveform, VQ, quantizer dropout), AdamW at ``--lr`` after a 20-step warmup — for
-``--minutes`` of wall time each, in one process on ``--threads`` threads, so the variants are compared on the same
-machine in the same run. At ``--checks`` equal fractions of that time it reconstructs the batch with every codebook
+``--minutes`` of wall time each (or ``--steps`` steps each: the fair budget where the cores are not idle), in one
+process on ``--threads`` threads, so the variants are compared on the same machine in the same run. At ``--checks``
+equal fractions of that budget it reconstructs the batch with every codebook
 and prints the mel distance, the share of the vocals' voiced frames within half a semitone (pYIN) and the pitch grid
 distance (the originals' in the header): a faster-learning codec reaches a higher pitch share in the same time.
 """
@@ -77,9 +78,10 @@ def pitch_of(audio: torch.Tensor, reconstruction: torch.Tensor, sample_rate: int
             mean([r.grid_distance_original for r in grid], grid_frames))
 
 
-def overfit(config_path: str, overrides: list[str], data_dir: str, clips: int, seconds: float, minutes: float,
-            checks: int, learning_rate: float) -> tuple[int, list[Check], float]:
-    """Train one variant on its fixed batch; returns ``(parameters, checks, the originals' grid distance)``."""
+def overfit(config_path: str, overrides: list[str], data_dir: str, clips: int, seconds: float, minutes: float | None,
+            checks: int, learning_rate: float, steps_budget: int | None = None) -> tuple[int, list[Check], float]:
+    """Train one variant on its fixed batch for ``minutes`` of training time or, if given, ``steps_budget`` steps;
+    returns ``(parameters, checks, the originals' grid distance)``."""
     from discodiff.training import TrainConfig
     from discodiff.training.codec_task import CodecTask, clip_samples
     from discodiff.training.trainer import adamw
@@ -95,7 +97,8 @@ def overfit(config_path: str, overrides: list[str], data_dir: str, clips: int, s
     grid_hz = task.sample_rate / task.length_multiple / 2  # frame_grid_hz of the codec: half its frame rate
     generator = torch.Generator().manual_seed(config.seed)
     parameters = sum(p.numel() for p in task.pipeline.model.parameters())
-    budget, results, original_grid = minutes * 60, [], float("nan")
+    results, original_grid = [], float("nan")
+    budget = steps_budget or minutes * 60
     steps, trained, next_check = 0, 0.0, 1
     while next_check <= checks:
         start = time.perf_counter()
@@ -107,7 +110,7 @@ def overfit(config_path: str, overrides: list[str], data_dir: str, clips: int, s
         optimizer.zero_grad(set_to_none=True)
         trained += time.perf_counter() - start
         steps += 1
-        if trained >= budget * next_check / checks:
+        if (steps if steps_budget else trained) >= budget * next_check / checks:
             model.eval()
             with torch.no_grad():
                 out = model(audio)
@@ -128,10 +131,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=1.0, help="Seconds per clip.")
     parser.add_argument("--minutes", type=float, default=5.0, help="Training wall time per variant.")
+    parser.add_argument("--steps", type=int, default=None, help="Steps per variant instead of --minutes.")
     parser.add_argument("--checks", type=int, default=3, help="Reconstructions per variant, at equal shares of --minutes.")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
     if args.clips < 1 or args.checks < 1 or args.threads < 1 or not args.seconds > 0 or not args.minutes > 0 or not args.lr > 0:
         parser.error("--clips, --checks and --threads must be at least 1; --seconds, --minutes and --lr positive")
     try:
@@ -146,11 +152,12 @@ def main(argv: list[str] | None = None) -> None:
     for _, overrides in variants:  # a bad config or override fails here, before any training
         TrainConfig.from_yaml(args.config, overrides)
     torch.set_num_threads(args.threads)
-    print(f"codec overfit: {args.clips} vocal clips × {args.seconds:g} s of {args.data}, {args.minutes:g} min per "
-          f"variant on {args.threads} thread(s), lr {args.lr:g}")
+    budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
+    print(f"codec overfit: {args.clips} vocal clips × {args.seconds:g} s of {args.data}, {budget} per variant on "
+          f"{args.threads} thread(s), lr {args.lr:g}")
     for name, overrides in variants:
         parameters, results, original_grid = overfit(args.config, overrides, args.data, args.clips, args.seconds,
-                                                     args.minutes, args.checks, args.lr)
+                                                     args.minutes, args.checks, args.lr, args.steps)
         print(f"  {name} ({parameters / 1e6:.2f}M parameters; the originals' grid distance {original_grid:.3f})")
         for check in results:
             print(f"    {check.seconds / 60:5.1f} min  step {check.steps:5d} ({check.seconds / check.steps:.2f} s/step)  "
