@@ -82,6 +82,8 @@ def overfit(config_path: str, overrides: list[str], data_dir: str, clips: int, s
             checks: int, learning_rate: float, steps_budget: int | None = None) -> tuple[int, list[Check], float]:
     """Train one variant on its fixed batch for ``minutes`` of training time or, if given, ``steps_budget`` steps;
     returns ``(parameters, checks, the originals' grid distance)``."""
+    from discodiff.bench.codec_step import train_step
+    from discodiff.evaluation.reconstruction import frame_grid_hz
     from discodiff.training import TrainConfig
     from discodiff.training.codec_task import CodecTask, clip_samples
     from discodiff.training.trainer import adamw
@@ -94,7 +96,7 @@ def overfit(config_path: str, overrides: list[str], data_dir: str, clips: int, s
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
     samples = clip_samples(seconds, task.sample_rate, task.length_multiple)
     audio = vocal_batch(data_dir, clips, samples, task.sample_rate)
-    grid_hz = task.sample_rate / task.length_multiple / 2  # frame_grid_hz of the codec: half its frame rate
+    grid_hz = frame_grid_hz(task.pipeline)
     generator = torch.Generator().manual_seed(config.seed)
     parameters = sum(p.numel() for p in task.pipeline.model.parameters())
     results, original_grid = [], float("nan")
@@ -102,12 +104,8 @@ def overfit(config_path: str, overrides: list[str], data_dir: str, clips: int, s
     steps, trained, next_check = 0, 0.0, 1
     while next_check <= checks:
         start = time.perf_counter()
-        losses, _ = task.loss(model, audio, generator)
-        losses.mean().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.max_grad_norm)
-        optimizer.step()
+        train_step(task, model, optimizer, audio, generator, config.optimizer.max_grad_norm)
         schedule.step()
-        optimizer.zero_grad(set_to_none=True)
         trained += time.perf_counter() - start
         steps += 1
         if (steps if steps_budget else trained) >= budget * next_check / checks:
@@ -132,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="Seconds per clip.")
     parser.add_argument("--minutes", type=float, default=5.0, help="Training wall time per variant.")
     parser.add_argument("--steps", type=int, default=None, help="Steps per variant instead of --minutes.")
-    parser.add_argument("--checks", type=int, default=3, help="Reconstructions per variant, at equal shares of --minutes.")
+    parser.add_argument("--checks", type=int, default=3, help="Reconstructions per variant, at equal shares of its budget.")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)

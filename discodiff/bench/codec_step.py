@@ -34,6 +34,17 @@ def clips(batch_size: int, samples: int, sample_rate: int) -> torch.Tensor:
     return (tones + 0.01 * torch.randn(batch_size, samples, generator=generator))[:, None]
 
 
+def train_step(task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, audio: torch.Tensor,
+               generator: torch.Generator, max_grad_norm: float, **extra) -> None:
+    """One step of the codec task as the loop takes it: ``task.loss`` on ``audio`` ``[B, 1, T]`` (``extra``: the
+    ``adversary``), backward, clipping at ``max_grad_norm``, the optimiser's step."""
+    losses, _ = task.loss(model, audio, generator, **extra)
+    losses.mean().backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def time_variant(config_path: str, overrides: list[str], steps: int, warmup: int) -> tuple[float, float]:
     """``(seconds of the warmup steps, mean seconds per timed step)`` of one variant."""
     from accelerate import Accelerator
@@ -60,20 +71,13 @@ def time_variant(config_path: str, overrides: list[str], steps: int, warmup: int
     generator = torch.Generator().manual_seed(0)
     extra = {} if adversary is None else {"adversary": adversary}
 
-    def step() -> None:
-        losses, _ = task.loss(model, audio, generator, **extra)
-        losses.mean().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
     start = time.perf_counter()
     for _ in range(warmup):
-        step()
+        train_step(task, model, optimizer, audio, generator, settings.max_grad_norm, **extra)
     warm = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        train_step(task, model, optimizer, audio, generator, settings.max_grad_norm, **extra)
     return warm, (time.perf_counter() - start) / steps
 
 

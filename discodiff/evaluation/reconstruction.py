@@ -43,6 +43,7 @@ from discodiff.errors import AudioError, require_module
 
 if TYPE_CHECKING:
     from discodiff.codec import DacCodec
+    from discodiff.codec.family import CodecPipeline
     from discodiff.training.codec_task import MelLossSection
 
 ANALYSIS_RATE = 22050          # pYIN and chroma run at this rate (C7 = 2093 Hz is far below its Nyquist)
@@ -237,9 +238,10 @@ def pitch_agreement(original, reconstruction, sample_rate: int, grid_hz: float |
                    grid_distance_original=float(grid_distance(f0_x[both], grid_hz).mean()), grid_frames=int(both.sum()))
 
 
-def frame_grid_hz(codec: DacCodec) -> float:
-    """Half a codec's frame rate (43.07 Hz at 44.1 kHz, hop 512): the grid a partly trained decoder's pitch locks to."""
-    return codec.frame_rate / 2
+def frame_grid_hz(codec: DacCodec | CodecPipeline) -> float:
+    """Half a codec's frame rate (43.07 Hz at 44.1 kHz, hop 512): the grid a partly trained decoder's pitch locks to.
+    ``codec``: anything with its ``sample_rate`` and ``hop_length`` (a codec, or one in training)."""
+    return codec.sample_rate / codec.hop_length / 2
 
 
 # --- harmony (accompaniment) -----------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ one CPU thread (``torch.profiler``; the convolutions take most of the rest). :fu
 way; the length is dynamic, the channels static as ``alpha``'s: one compilation per layer width, about 30 s in all for
 the small codec's five widths, and specialised kernels are faster: 1.23 s a step against 1.65 s with the channels
 dynamic too, ``bench.codec_step``). Without gradients (validation, sampling) it runs the eager formula, so that no
-second set of graphs is compiled and the widths stay within torch._dynamo's recompile limit (8)., holding the same ``alpha`` parameter under
-the same name, so the state dict, the optimiser and the EMA see the same parameters. Outputs and gradients agree with
-the eager module to float32 rounding (about 1e-6 relative), not bit for bit.
+second set of graphs is compiled and the widths stay within torch._dynamo's recompile limit (8). It holds the same
+``alpha`` parameter under the same name, so the state dict, the optimiser and the EMA see the same parameters. Outputs
+and gradients agree with the eager module to float32 rounding (about 1e-6 relative), not bit for bit.
 """
 
 from __future__ import annotations
