@@ -308,6 +308,37 @@ def test_codec_overfit_bench_compares_variants_on_train_split_vocals(data_dir, c
         codec_overfit.main(["--data", str(data_dir), "--config", str(TRAIN_CONFIG), "--variant", "bad;nokey"])
 
 
+def test_codec_benches_train_the_discriminators_of_a_gan_variant(data_dir, monkeypatch):
+    """A variant with task.gan.enabled trains its critic in bench.codec_overfit (at --lr × learning_rate_scale, as
+    the loop's adversary), and a variant without it has none: the benches never drop a configured term silently."""
+    from discodiff.bench import codec_overfit, codec_step
+    from discodiff.training import TrainConfig
+    from discodiff.training.codec_task import CodecTask
+
+    plain = TrainConfig.from_yaml(TRAIN_CONFIG)
+    assert codec_step.adversary_of(CodecTask(plain, plain.task, 0), plain.optimizer) == {}
+    gan = ["task.gan.enabled=true", "task.gan.periods=[]", "task.gan.fft_sizes=[256]", "task.gan.learning_rate_scale=0.5"]
+    config = TrainConfig.from_yaml(TRAIN_CONFIG, gan)
+    adversary = codec_step.adversary_of(CodecTask(config, config.task, 0), config.optimizer, 2e-3)["adversary"]
+    assert adversary.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+    critics = []
+    built = codec_step.adversary_of
+
+    def recording(task, settings, learning_rate=None):
+        extra = built(task, settings, learning_rate)
+        if extra:
+            module = extra["adversary"].model
+            critics.append((module, {k: v.clone() for k, v in module.state_dict().items()}))
+        return extra
+
+    monkeypatch.setattr(codec_step, "adversary_of", recording)
+    codec_overfit.overfit(str(TRAIN_CONFIG), gan, str(data_dir), 2, 0.2, None, 1, 1e-3, steps_budget=2)
+    (module, before), = critics
+    changed = [k for k, v in module.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "the GAN variant's discriminator was never stepped"
+
+
 # --- data ----------------------------------------------------------------------------------------------
 
 

@@ -7,7 +7,9 @@
 Every variant builds the codec training task of ``--config`` with its overrides (e.g.
 ``model.overrides=[encoder_hidden_size=32]``), seeded alike, and trains on one fixed batch: ``--clips`` vocal crops of
 ``--seconds`` from train-split tracks of ``--data`` (the loud crops ``StemClips`` picks, spread over the tracks) —
-the task's own loss (mel, waveform, VQ, quantizer dropout), AdamW at ``--lr`` after a 20-step warmup — for
+the task's own loss (mel, waveform, VQ, quantizer dropout; with ``task.gan.enabled=true`` DAC's discriminators
+and feature matching as well, the critic at a constant ``--lr`` × ``task.gan.learning_rate_scale``), AdamW at
+``--lr`` after a 20-step warmup — for
 ``--minutes`` of wall time each (or ``--steps`` steps each: the fair budget where the cores are not idle), in one
 process on ``--threads`` threads, so the variants are compared on the same machine in the same run. At ``--checks``
 equal fractions of that budget it reconstructs the batch with every codebook
@@ -82,7 +84,7 @@ def overfit(config_path: str, overrides: list[str], data_dir: str, clips: int, s
             checks: int, learning_rate: float, steps_budget: int | None = None) -> tuple[int, list[Check], float]:
     """Train one variant on its fixed batch for ``minutes`` of training time or, if given, ``steps_budget`` steps;
     returns ``(parameters, checks, the originals' grid distance)``."""
-    from discodiff.bench.codec_step import train_step
+    from discodiff.bench.codec_step import adversary_of, train_step
     from discodiff.evaluation.reconstruction import frame_grid_hz
     from discodiff.training import TrainConfig
     from discodiff.training.codec_task import CodecTask, clip_samples
@@ -93,6 +95,7 @@ def overfit(config_path: str, overrides: list[str], data_dir: str, clips: int, s
     task = CodecTask(config, config.task, config.seed)
     model = task.module.train()
     optimizer = adamw(model, config.optimizer, learning_rate)
+    extra = adversary_of(task, config.optimizer, learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / WARMUP_STEPS))
     samples = clip_samples(seconds, task.sample_rate, task.length_multiple)
     audio = vocal_batch(data_dir, clips, samples, task.sample_rate)
@@ -104,7 +107,7 @@ def overfit(config_path: str, overrides: list[str], data_dir: str, clips: int, s
     steps, trained, next_check = 0, 0.0, 1
     while next_check <= checks:
         start = time.perf_counter()
-        train_step(task, model, optimizer, audio, generator, config.optimizer.max_grad_norm)
+        train_step(task, model, optimizer, audio, generator, config.optimizer.max_grad_norm, **extra)
         schedule.step()
         trained += time.perf_counter() - start
         steps += 1

@@ -45,12 +45,28 @@ def train_step(task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, a
     optimizer.zero_grad(set_to_none=True)
 
 
-def time_variant(config_path: str, overrides: list[str], steps: int, warmup: int) -> tuple[float, float]:
-    """``(seconds of the warmup steps, mean seconds per timed step)`` of one variant."""
+def adversary_of(task, settings, learning_rate: float | None = None) -> dict:
+    """``{"adversary": ...}`` for ``train_step`` when ``task`` has discriminators (``task.gan.enabled``), else ``{}``:
+    the task's critic with its own AdamW (``settings``; the adversary's learning rate, or ``learning_rate`` × the
+    task's ``learning_rate_scale``) at a constant rate, stepped on the CPU as the loop steps it."""
     from accelerate import Accelerator
 
-    from discodiff.training import TrainConfig
     from discodiff.training.adversary import Adversary
+    from discodiff.training.trainer import adamw
+
+    spec = task.adversary
+    if spec is None:
+        return {}
+    rate = spec.learning_rate if learning_rate is None else learning_rate * task.settings.gan.learning_rate_scale
+    critic_optimizer = adamw(spec.module, settings, rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(critic_optimizer, lambda step: 1.0)
+    return {"adversary": Adversary(Accelerator(cpu=True), spec.module.train(), critic_optimizer, schedule,
+                                   spec.max_grad_norm)}
+
+
+def time_variant(config_path: str, overrides: list[str], steps: int, warmup: int) -> tuple[float, float]:
+    """``(seconds of the warmup steps, mean seconds per timed step)`` of one variant."""
+    from discodiff.training import TrainConfig
     from discodiff.training.codec_task import CodecTask
     from discodiff.training.trainer import adamw
 
@@ -60,16 +76,9 @@ def time_variant(config_path: str, overrides: list[str], steps: int, warmup: int
     model = task.module.train()
     settings = config.optimizer
     optimizer = adamw(model, settings)
-    adversary = None
-    if task.adversary is not None:
-        spec = task.adversary
-        critic_optimizer = adamw(spec.module, settings, spec.learning_rate)
-        schedule = torch.optim.lr_scheduler.LambdaLR(critic_optimizer, lambda step: 1.0)
-        accelerator = Accelerator(cpu=True)
-        adversary = Adversary(accelerator, spec.module.train(), critic_optimizer, schedule, spec.max_grad_norm)
     audio = clips(config.data.batch_size, task.clip_samples, task.sample_rate)
     generator = torch.Generator().manual_seed(0)
-    extra = {} if adversary is None else {"adversary": adversary}
+    extra = adversary_of(task, settings)
 
     start = time.perf_counter()
     for _ in range(warmup):
