@@ -237,6 +237,38 @@ def test_a_run_moved_to_another_checkout_resumes_and_exports_with_its_own_model_
         check_resumed_config(TrainConfig.from_yaml(other / "train" / "tiny.yaml"), run_dir)
 
 
+
+
+def test_a_run_from_init_from_resumes_from_a_copy_of_that_model_and_refuses_another(tmp_path):
+    """A run started from model.init_from records that directory's files (init_from.json); a resume that names another
+    path holding the same files (the run moved, its start model copied along) is accepted, one whose files differ
+    (another model, or a weight changed) is refused by key, before anything is written."""
+    import shutil
+
+    from discodiff.errors import TrainingError
+    from discodiff.training import TrainConfig
+    from discodiff.training.run import INIT_FROM_RECORD, check_resumed_config, saved_run_config, write_run_config
+
+    start = tmp_path / "machine-a" / "start-model"
+    (start / "unet").mkdir(parents=True)
+    (start / "pipeline.json").write_text('{"family": "discodiff"}\n')
+    (start / "unet" / "model.safetensors").write_bytes(b"weights-1")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_run_config(TrainConfig.from_yaml(TINY, [f"model.init_from={start}"]), run_dir)
+    recorded = json.loads((run_dir / INIT_FROM_RECORD).read_text())
+    assert sorted(recorded) == ["pipeline.json", "unet/model.safetensors"] and recorded["unet/model.safetensors"]["bytes"] == 9
+
+    copy = tmp_path / "machine-b" / "start-model"
+    shutil.copytree(start, copy)
+    shutil.rmtree(tmp_path / "machine-a")
+    check_resumed_config(TrainConfig.from_yaml(TINY, [f"model.init_from={copy}"]), run_dir)  # same files: accepted
+    assert saved_run_config(run_dir, str(copy)).model.init_from == str(copy)  # what export_pipeline(init_from=) reads
+    with pytest.raises(TrainingError, match=r"started from model.init_from=.*machine-a.*not here: pass model.init_from="):
+        saved_run_config(run_dir)  # export without the copy: told where the record is
+    (copy / "unet" / "model.safetensors").write_bytes(b"weights-2")
+    with pytest.raises(TrainingError, match=r"machine-b/start-model holds other files"):
+        check_resumed_config(TrainConfig.from_yaml(TINY, [f"model.init_from={copy}"]), run_dir)
 def test_training_samples_and_the_pipeline_build_the_same_conditions():
     """StageModel.conditions (the training forward and training samples) equals DiscoDiffPipeline.conditions for the
     same prompt and vocal: one assembly of (text, the stage's vocal tokens)."""

@@ -28,15 +28,16 @@ from .state import TrainingState
 from .task import model_family, task_class
 
 
-def export_pipeline(source: str | Path, out_dir: str | Path) -> Path:
+def export_pipeline(source: str | Path, out_dir: str | Path, init_from: str | None = None) -> Path:
     """Write the EMA weights of ``source`` (a run directory — its latest checkpoint — or a ``checkpoint-N``
-    directory) into the model directory ``out_dir``; returns ``out_dir``."""
+    directory) into the model directory ``out_dir``; returns ``out_dir``. ``init_from``: where a copy of the run's
+    ``model.init_from`` is, for a run that moved from the machine it started on."""
     checkpoint = require_complete(find_checkpoint(source), "export source")
     run_dir = checkpoint.parent.parent
     if not (run_dir / CONFIG_FILE).is_file():
         raise TrainingError(f"{checkpoint} is not inside a training run directory (no {run_dir / CONFIG_FILE}); "
                             "pass a run directory or one of its checkpoints/checkpoint-<step>")
-    config = saved_run_config(run_dir)
+    config = saved_run_config(run_dir, init_from)
     cls = task_class(config.model)
     for name in cls.run_files:
         if not (run_dir / name).is_file():

@@ -12,7 +12,9 @@
   checkpoints of the run would be replaced as the run retrains their steps, so they are refused by name
   unless ``--overwrite`` allows deleting them.
 - a resumed run must use the saved ``train_config.yaml`` but for :meth:`~.config.TrainConfig.resumable_keys` (how
-  long it runs and what it logs, validates, samples and keeps); other differences are refused by key.
+  long it runs and what it logs, validates, samples and keeps); other differences are refused by key. Paths may
+  differ where they name the same thing: a ``model.config`` holding the same YAML, a ``model.init_from`` holding the
+  same files as the run recorded in ``init_from.json`` when it started (the run moved to another machine or checkout).
 """
 
 from __future__ import annotations
@@ -22,21 +24,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import json
+
 import yaml
 
 from discodiff.errors import ExistingWorkError, TrainingError
 from discodiff.outputs import atomic_file, check_output_dir
+from discodiff.pretrained import file_records
 
 from .checkpoint import CHECKPOINTS_DIR, checkpoint_step, list_checkpoints, require_complete, resolve_checkpoint
 from .config import TrainConfig
 
 CONFIG_FILE = "train_config.yaml"
 MODEL_CONFIG_COPY = "model_config.yaml"  # the model config the run started from, so it moves with the run
+INIT_FROM_RECORD = "init_from.json"  # the sha256 and size of every file of model.init_from, so a copy elsewhere is known
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
 LOGS_DIR = "logs"
 RUN_MARKERS = (CONFIG_FILE, CHECKPOINTS_DIR)  # what makes a folder a run directory
-RUN_ENTRIES = (CONFIG_FILE, MODEL_CONFIG_COPY, METRICS_FILE, CHECKPOINTS_DIR, SAMPLES_DIR, LOGS_DIR)  # what the loop writes (+ the task's run_files)
+RUN_ENTRIES = (CONFIG_FILE, MODEL_CONFIG_COPY, INIT_FROM_RECORD, METRICS_FILE, CHECKPOINTS_DIR, SAMPLES_DIR, LOGS_DIR)  # what the loop writes (+ the task's run_files)
 
 
 @dataclass
@@ -121,10 +127,12 @@ def check_resumed_config(config: TrainConfig, run_dir: Path) -> None:
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
         return
-    saved_config = saved_run_config(run_dir)
+    saved_config = saved_run_config(run_dir, config.model.init_from)
     differences = saved_config.differences(config)
     if _same_model_config(saved_config.model.config, config.model.config):  # another checkout, another absolute path
         differences = [d for d in differences if not d.startswith("model.config:")]
+    if config.model.init_from and _same_init_from(run_dir, config.model.init_from):  # a copy of the same model
+        differences = [d for d in differences if not d.startswith("model.init_from:")]
     if differences:
         allowed = ", ".join(config.resumable_keys())
         raise TrainingError(f"--resume: this config differs from the run's {saved} in {'; '.join(differences)}; "
@@ -139,18 +147,31 @@ def write_run_config(config: TrainConfig, run_dir: Path) -> None:
     if config.model.config:
         with atomic_file(run_dir / MODEL_CONFIG_COPY) as temporary:
             temporary.write_text(Path(config.model.config).read_text())
+    if config.model.init_from:
+        with atomic_file(run_dir / INIT_FROM_RECORD) as temporary:
+            temporary.write_text(json.dumps(file_records(config.model.init_from), indent=1) + "\n")
 
 
-def saved_run_config(run_dir: Path) -> TrainConfig:
+def saved_run_config(run_dir: Path, init_from: str | None = None) -> TrainConfig:
     """The run's saved config; when its ``model.config`` path does not exist here (the run moved), the run's own copy
-    of the model config stands in for it."""
+    of the model config stands in for it, and when its ``model.init_from`` does not, ``init_from`` does if it holds
+    the files the run recorded."""
     path, copy = run_dir / CONFIG_FILE, run_dir / MODEL_CONFIG_COPY
     try:
-        model_config = ((yaml.safe_load(path.read_text()) or {}).get("model") or {}).get("config")
+        model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        model_config, saved_init = model.get("config"), model.get("init_from")
     except (yaml.YAMLError, AttributeError):
-        model_config = None  # from_yaml names the problem
-    moved = isinstance(model_config, str) and not Path(model_config).is_file() and copy.is_file()
-    return TrainConfig.from_yaml(path, [f"model.config={copy.resolve()}"] if moved else [])
+        model_config = saved_init = None  # from_yaml names the problem
+    overrides = []
+    if isinstance(model_config, str) and not Path(model_config).is_file() and copy.is_file():
+        overrides.append(f"model.config={copy.resolve()}")
+    if isinstance(saved_init, str) and not Path(saved_init).is_dir():
+        if not (init_from and _same_init_from(run_dir, init_from)):
+            given = f"; {init_from} holds other files" if init_from else ""
+            raise TrainingError(f"{run_dir} started from model.init_from={saved_init}, which is not here{given}: pass "
+                                f"model.init_from=<a copy of that model> (the files {run_dir / INIT_FROM_RECORD} records)")
+        overrides.append(f"model.init_from={init_from}")
+    return TrainConfig.from_yaml(path, overrides)
 
 
 def _same_model_config(ours: str | None, theirs: str | None) -> bool:
@@ -160,6 +181,15 @@ def _same_model_config(ours: str | None, theirs: str | None) -> bool:
     try:
         return yaml.safe_load(Path(ours).read_text()) == yaml.safe_load(Path(theirs).read_text())
     except (OSError, TypeError, yaml.YAMLError):
+        return False
+
+
+def _same_init_from(run_dir: Path, init_from: str) -> bool:
+    """``init_from`` holds exactly the files (names, sizes, sha256) the run recorded of its ``model.init_from``."""
+    record = run_dir / INIT_FROM_RECORD
+    try:
+        return Path(init_from).is_dir() and json.loads(record.read_text()) == file_records(init_from)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return False
 
 
