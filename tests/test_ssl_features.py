@@ -65,6 +65,34 @@ def test_features_are_the_requested_hidden_state_and_deterministic(extractor):
     assert not torch.equal(SSLFeatures(extractor.model, 2, RATE)(audio), hidden[1])
 
 
+def test_long_inputs_run_in_windows_on_the_whole_signals_frame_grid(extractor):
+    """Past chunk_seconds the input runs in windows of that many frames: exactly frames_for(T) frames for any T; each
+    window's frames are those the model gives for that window's samples alone, on the whole signal's frame grid (the
+    first window is the start of the whole-signal pass's input); an input within one window is the whole pass."""
+    model = extractor.model
+    whole = SSLFeatures(model, 1, RATE, chunk_seconds=None)
+    chunked = SSLFeatures(model, 1, RATE, chunk_seconds=0.2)  # 10 frames at 50 Hz
+    assert chunked.chunk_frames == 10 and whole.chunk_frames is None
+    for seconds in (0.21, 0.5, 0.61, 1.0):
+        audio = signal(seconds)
+        assert chunked(audio).shape == (2, whole.frames_for(audio.shape[-1]), 32), seconds
+    audio = signal(1.0)
+    out = chunked(audio)
+    hop, need = chunked.hop_length, chunked.min_samples
+    total = whole.frames_for(audio.shape[-1])
+    assert total == 49
+    for first in (0, 10, 40):  # the last window holds the 9 frames left
+        last = min(first + 10, total)
+        window = audio[..., first * hop : (last - 1) * hop + need]
+        torch.testing.assert_close(out[:, first:last], whole(window), rtol=0, atol=0)
+    assert not torch.equal(out, whole(audio))  # the transformer saw windows, not the whole second
+    short = signal(0.19)
+    assert torch.equal(chunked(short), whole(short))
+    for bad in (0, -1.0, float("nan"), True, "30"):
+        with pytest.raises(ConfigError, match="chunk_seconds as a positive number"):
+            SSLFeatures(model, 1, RATE, chunk_seconds=bad)
+
+
 def test_frame_rate_comes_from_the_conv_strides():
     from transformers import HubertConfig, HubertModel
 
@@ -84,8 +112,9 @@ def test_description_pins_kind_layer_and_weights(extractor):
     same = SSLFeatures(build_tiny_hubert(seed=0), 1, RATE, name="hubert")
     other = SSLFeatures(build_tiny_hubert(seed=1), 1, RATE, name="hubert")
     assert same.description == extractor.description  # the same weights, loaded or built
-    assert extractor.description.startswith("ssl-features hubert layer=1 sr=16000 normalize=False sha256=")
+    assert extractor.description.startswith("ssl-features hubert layer=1 sr=16000 normalize=False chunk_frames=1500 sha256=")
     assert other.description != extractor.description
+    assert SSLFeatures(extractor.model, 1, RATE, name="hubert", chunk_seconds=None).description != extractor.description
     assert SSLFeatures(extractor.model, 2, RATE, name="hubert").description != extractor.description
 
 

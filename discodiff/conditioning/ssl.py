@@ -59,11 +59,17 @@ class SSLFeatures:
     ``audio [B, 1, T]`` float at ``sample_rate`` → ``[B, L, hidden_size]`` float32, ``L = frames_for(T)``. With
     ``normalize`` each example is scaled to zero mean and unit variance first, as ``Wav2Vec2FeatureExtractor`` does
     with ``do_normalize``. Layer 0 is the input of the first transformer layer, layer ``i`` the output of layer ``i``.
-    The whole signal is attended at once (memory grows with ``L²``): split long stems into windows beforehand.
-    The description names the extractor (``name``), its settings and its weights' fingerprint.
+    Audio longer than ``chunk_seconds`` (None: any length at once) runs in windows of that many frames, so memory
+    stays that of one window (attention grows with ``L²``: 3 min of HuBERT is 9,000 frames). Each window's samples
+    overlap the next by the conv encoder's receptive field less one hop, so its frames are exactly the whole
+    signal's frames ``f0 … f1 − 1`` (the same grid, no frame lost or doubled at a join); the transformer, and
+    HuBERT base's group norm after the first conv, see each window alone, as both models were trained on excerpts
+    of seconds. The description names the extractor
+    (``name``), its settings and its weights' fingerprint.
     """
 
-    def __init__(self, model: nn.Module, layer: int, sample_rate: int, name: str = "ssl", normalize: bool = False):
+    def __init__(self, model: nn.Module, layer: int, sample_rate: int, name: str = "ssl", normalize: bool = False,
+                 chunk_seconds: float | None = 30.0):
         config = getattr(model, "config", None)
         if not all(hasattr(config, key) for key in ("conv_stride", "conv_kernel", "num_hidden_layers", "hidden_size")):
             raise ConfigError(f"SSLFeatures needs a HuBERT-like transformers model (config with conv_stride, "
@@ -75,12 +81,17 @@ class SSLFeatures:
         if not is_integer(sample_rate) or sample_rate < 1:
             raise ConfigError(f"SSLFeatures needs sample_rate as a positive integer in Hz (the model's input rate, "
                               f"e.g. 16000 for HuBERT, 24000 for MERT), got {sample_rate!r}")
+        if chunk_seconds is not None and (isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, (int, float))
+                                          or not math.isfinite(chunk_seconds) or chunk_seconds <= 0):
+            raise ConfigError(f"SSLFeatures needs chunk_seconds as a positive number of seconds (the window of a long "
+                              f"input, e.g. 30) or None to attend the whole input at once, got {chunk_seconds!r}")
         self.model = model.eval().requires_grad_(False)
         self.layer = int(layer)
         self.sample_rate = int(sample_rate)
         self.name = str(name)
         self.normalize = bool(normalize)
         self.hop_length = math.prod(int(stride) for stride in config.conv_stride)
+        self.chunk_frames = None if chunk_seconds is None else max(1, int(chunk_seconds * self.frame_rate))
         self._description: str | None = None
 
     @property
@@ -96,7 +107,8 @@ class SSLFeatures:
     def description(self) -> str:
         if self._description is None:
             self._description = (f"ssl-features {self.name} layer={self.layer} sr={self.sample_rate} "
-                                 f"normalize={self.normalize} sha256={state_dict_fingerprint(self.model)}")
+                                 f"normalize={self.normalize} chunk_frames={self.chunk_frames} "
+                                 f"sha256={state_dict_fingerprint(self.model)}")
         return self._description
 
     @property
@@ -129,7 +141,17 @@ class SSLFeatures:
         if self.normalize:  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm, per example
             values = (values - values.mean(dim=1, keepdim=True)) / torch.sqrt(
                 values.var(dim=1, unbiased=False, keepdim=True) + 1e-7)
-        output = self.model(values.to(parameter.dtype), output_hidden_states=True, return_dict=True)
+        values = values.to(parameter.dtype)
+        total = self.frames_for(values.shape[-1])
+        if self.chunk_frames is None or total <= self.chunk_frames:
+            return self._hidden(values)
+        windows = [values[:, first * self.hop_length : (last - 1) * self.hop_length + self.min_samples]
+                   for first, last in ((f, min(f + self.chunk_frames, total)) for f in range(0, total, self.chunk_frames))]
+        return torch.cat([self._hidden(window) for window in windows], dim=1)
+
+    def _hidden(self, values: torch.Tensor) -> torch.Tensor:
+        """``values [B, T]`` → ``hidden_states[layer]`` ``[B, frames_for(T), hidden_size]`` float32."""
+        output = self.model(values, output_hidden_states=True, return_dict=True)
         return output.hidden_states[self.layer].float().contiguous()
 
     def _check(self, audio: torch.Tensor, check_length: bool = True) -> torch.Tensor:
@@ -146,7 +168,7 @@ class SSLFeatures:
 
     def __repr__(self) -> str:
         return (f"SSLFeatures({self.name}, layer={self.layer}, dim={self.dim}, sample_rate={self.sample_rate}, "
-                f"frame_rate={self.frame_rate:.4g}, normalize={self.normalize})")
+                f"frame_rate={self.frame_rate:.4g}, normalize={self.normalize}, chunk_frames={self.chunk_frames})")
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -179,13 +201,14 @@ def load_ssl_features(
     layer: int | None = None,
     sample_rate: int | None = None,
     normalize: bool | None = None,
+    chunk_seconds: float | None = 30.0,
 ) -> SSLFeatures:
     """The ``kind`` extractor (``hubert`` or ``mert``, see :data:`SSL_KINDS`) from a hub id or a ``save_pretrained``
     directory (None: the kind's default id), frozen, in float32.
 
     ``layer`` (None: the kind's default) indexes ``hidden_states``. ``sample_rate`` and ``normalize`` (None) come
     from the model's ``preprocessor_config.json`` (``sampling_rate``, ``do_normalize``) when it has one, else from
-    the kind's defaults. ``hubert`` loads ``HubertModel`` and refuses other model types; ``mert`` loads a
+    the kind's defaults. ``chunk_seconds``: the window of long inputs (:class:`SSLFeatures`). ``hubert`` loads ``HubertModel`` and refuses other model types; ``mert`` loads a
     ``model_type: hubert`` directory as ``HubertModel`` and anything else with ``AutoModel`` and
     ``trust_remote_code=True`` (it runs the model code stored with the weights). Raises
     :class:`ConditionerNotFoundError` when the model is neither local, nor cached, nor reachable.
@@ -211,7 +234,7 @@ def load_ssl_features(
     if normalize is None:
         normalize = bool(preprocessor.get("do_normalize", defaults.normalize))
     return SSLFeatures(model.float(), defaults.layer if layer is None else layer, sample_rate, name=kind,
-                       normalize=normalize)
+                       normalize=normalize, chunk_seconds=chunk_seconds)
 
 
 def build_tiny_hubert(seed: int = 0, **overrides):
