@@ -6,6 +6,7 @@ stems with captions, in the stem layout of :mod:`discodiff.data.layout`.
 - ``synth``: note lists → audio with FluidSynth.
 - ``corpus_captions``: caption phrasings built from what the score and the arrangement say.
 - ``render``: ``render_corpus`` / ``render_score``, deterministic per seed and resumable.
+- ``selection``: ``link_tracks``, a folder of chosen rendered tracks of one split with their captions.
 
 Rendering needs the optional ``render`` extra (music21, pyfluidsynth, scipy). The names below are
 imported from their modules on first use, so ``import discodiff.corpus`` works without the extra; a
@@ -23,6 +24,7 @@ _EXPORTS = {
     "corpus_captions": ("PieceDescription", "caption_phrasings", "period_for_composer"),
     "render": ("DEFAULT_PIECES", "PEAK_LIMIT", "RELEASE_TAIL_SECONDS", "RenderReport", "RenderedPiece", "RenderedTrack",
                "SkippedPiece", "render_corpus", "render_score", "track_id_for"),
+    "selection": ("link_tracks", "read_track_list"),
     "scores": ("MelodySplit", "PartNotes", "ScoreNote", "UnrenderableScoreError", "corpus_pieces", "load_score",
                "part_notes", "resolve_pieces", "split_melody"),
     "synth": ("DEFAULT_SOUNDFONT", "GM_PROGRAM_NAMES", "FluidSynthRenderer", "InstrumentTrack", "Note",
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from .corpus_captions import PieceDescription, caption_phrasings, period_for_composer
     from .render import (DEFAULT_PIECES, PEAK_LIMIT, RELEASE_TAIL_SECONDS, RenderedPiece, RenderedTrack, RenderReport,
                          SkippedPiece, render_corpus, render_score, track_id_for)
+    from .selection import link_tracks, read_track_list
     from .scores import (MelodySplit, PartNotes, ScoreNote, UnrenderableScoreError, corpus_pieces, load_score, part_notes,
                          resolve_pieces, split_melody)
     from .synth import (DEFAULT_SOUNDFONT, GM_PROGRAM_NAMES, FluidSynthRenderer, InstrumentTrack, Note,
