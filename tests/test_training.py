@@ -515,6 +515,7 @@ def test_max_minutes_stops_with_a_checkpoint_that_resumes(data_dir, tmp_path, fr
     Trainer(TrainConfig.from_yaml(TINY, overrides(data_dir, run_dir, **settings))).train(resume="latest")
     assert sorted(train_losses(run_dir)) == [1, 2, 3, 4]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-4"]
+    assert "cosine decay" not in capsys.readouterr().out  # same max_steps: the schedule is unchanged, nothing to say
 
 
 def test_a_flat_model_trains_as_one_stage_and_exports(data_dir, tmp_path, fresh_accelerate_state):

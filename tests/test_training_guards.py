@@ -255,6 +255,7 @@ def test_resume_continues_and_keeps_the_run_id(finished_run, data_dir, tmp_path)
     assert checkpoint_names(run_dir) == ["checkpoint-4", "checkpoint-6"] and metric_steps(run_dir) == [1, 2, 3, 4, 5, 6]
     assert checkpoint_run_id(run_dir / "checkpoints" / "checkpoint-6") == run_id
     assert "max_steps: 6" in (run_dir / "train_config.yaml").read_text()
+    assert "max_steps 4 → 6: the learning rate's cosine decay now ends at step 6" in result.stdout
 
 
 def test_resume_on_another_machine_takes_the_moved_data_and_run_folders(finished_run, data_dir, tmp_path):

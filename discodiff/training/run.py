@@ -15,6 +15,7 @@
   long it runs and what it logs, validates, samples and keeps); other differences are refused by key. Paths may
   differ where they name the same thing: a ``model.config`` holding the same YAML, a ``model.init_from`` holding the
   same files as the run recorded in ``init_from.json`` when it started (the run moved to another machine or checkout).
+  A new ``max_steps`` is allowed but moves the end of the learning rate's cosine decay; the run says so when it starts.
 """
 
 from __future__ import annotations
@@ -49,12 +50,13 @@ RUN_ENTRIES = (CONFIG_FILE, MODEL_CONFIG_COPY, INIT_FROM_RECORD, METRICS_FILE, C
 class RunPlan:
     """``run_dir``; ``resume``: continue the run there (or start it, when it has no checkpoint yet); ``start``: the
     checkpoint to load (None: step 0); ``remove``: earlier work that ``--overwrite`` allowed to delete, removed
-    when training starts."""
+    when training starts; ``notes``: what a resumed run's changed keys change beyond themselves, printed at the start."""
 
     run_dir: Path
     resume: bool = False
     start: Path | None = None
     remove: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def start_step(self) -> int:
@@ -105,8 +107,8 @@ def plan_run(config: TrainConfig, resume: str | Path | None = None, overwrite: b
         newer_samples = [p for p in samples.glob("step-*") if p.name[5:].isdigit() and int(p.name[5:]) > step] \
             if samples.is_dir() else []
         remove = newer + sorted(newer_samples)
-    check_resumed_config(config, run_dir)
-    return RunPlan(run_dir, resume=True, start=start, remove=remove)
+    notes = check_resumed_config(config, run_dir)
+    return RunPlan(run_dir, resume=True, start=start, remove=remove, notes=notes)
 
 
 def resolve_resume(resume: str | Path, run_dir: Path) -> Path | None:
@@ -122,11 +124,12 @@ def resolve_resume(resume: str | Path, run_dir: Path) -> Path | None:
     return require_complete(start, f"--resume {resume}:" if str(resume) == "latest" else "--resume")
 
 
-def check_resumed_config(config: TrainConfig, run_dir: Path) -> None:
-    """Refuse ``config`` when it differs from the run's saved ``train_config.yaml`` in anything but its resumable keys."""
+def check_resumed_config(config: TrainConfig, run_dir: Path) -> list[str]:
+    """Refuse ``config`` when it differs from the run's saved ``train_config.yaml`` in anything but its resumable keys;
+    return notes on what the allowed changes change besides (a new ``max_steps`` reshapes the learning-rate decay)."""
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
-        return
+        return []
     saved_config = saved_run_config(run_dir, config.model.init_from)
     differences = saved_config.differences(config)
     if _same_model_config(saved_config.model.config, config.model.config):  # another checkout, another absolute path
@@ -138,6 +141,11 @@ def check_resumed_config(config: TrainConfig, run_dir: Path) -> None:
         raise TrainingError(f"--resume: this config differs from the run's {saved} in {'; '.join(differences)}; "
                             f"a resumed run may change only {allowed}: resume with the saved values, or train into "
                             "a new output_dir")
+    if saved_config.max_steps != config.max_steps:
+        return [f"max_steps {saved_config.max_steps} → {config.max_steps}: the learning rate's cosine decay now ends at "
+                f"step {config.max_steps} (from the resumed step on); to stop earlier without changing the schedule, "
+                f"keep max_steps={saved_config.max_steps} and set max_minutes"]
+    return []
 
 
 def write_run_config(config: TrainConfig, run_dir: Path) -> None:

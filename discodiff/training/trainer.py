@@ -175,6 +175,8 @@ class Trainer:
             accelerator.print(f"resumed from {plan.start} at step {state.step}")
         elif plan.resume:
             accelerator.print(f"no checkpoint in {checkpoints} yet: starting from step 0")
+        for note in plan.notes:
+            accelerator.print(note)
         if plan.resume and accelerator.is_main_process:
             self.metrics.truncate_after(state.step)  # records a crashed run wrote after its last checkpoint
         accelerator.init_trackers(config.logging.project_name, config=tracker_config(config))
